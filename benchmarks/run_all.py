@@ -1,0 +1,53 @@
+"""Run every benchmark and write benchmarks/results/summary.md (python -m benchmarks.run_all)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+
+from benchmarks.common import RESULTS
+
+BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round"]
+
+
+def table() -> str:
+    def load(name):
+        return json.loads((RESULTS / f"{name}.json").read_text())
+
+    vocab, align, memory, wire, rounds = (load(n) for n in ("vocab", "alignment", "memory", "bytes", "round"))
+    lines = ["| what | ours | naive / reference | ratio | target |", "|---|---|---|---|---|"]
+    for row in vocab:
+        lines.append(f"| vocab mapping {row['direction']} | {row['ours_s']} s | {row['reference_extrapolated_s']} s "
+                     f"(extrapolated) | {row['speedup']}x faster | <60 s both, >=100x |")
+    a, b = align
+    lines.append(f"| DTW, {a['examples']} examples (same path: {a['identical_dtw_paths']}) | {a['ours_compiled_dtw_s']} s | "
+                 f"{a['reference_python_dtw_s']} s | {a['speedup_dtw']}x faster | >=20x |")
+    lines.append(f"| alignment as run (offsets, DTW fallback; agreement {b['agreement_where_both_defined']}) | "
+                 f"{b['ours_aligner_s']} s | {a['reference_python_dtw_s']} s | {b['speedup_aligner']}x faster | >=20x |")
+    m = memory[0]
+    lines.append(f"| KD step peak memory over SFT step ({m['model']}) | {m['sparse_kd_mib']} MiB | "
+                 f"{m['dense_kd_mib']} MiB dense (SFT {m['sft_mib']} MiB) | {m['sparse_over_sft']} vs {m['dense_over_sft']} | <=1.15 |")
+    w = wire[0]
+    lines.append(f"| bytes per client per round | {w['ours_bytes']} | {w['reference_layout_pickle_bytes']} reference layout; "
+                 f"{w['like_for_like_pickle_bytes']} same positions | {w['ratio_reference']}x; {w['ratio_like_for_like']}x "
+                 f"smaller | >=5x |")
+    for r in rounds:
+        lines.append(f"| round {r['round']} wall / model compute | {r['wall_s']} s | {r['model_compute_s']} s | "
+                     f"{r['wall_over_compute']} | <=1.10 |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    names = sys.argv[1:] or BENCHMARKS
+    for name in names:
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+    text = f"Measured on {platform.machine()}, {__import__('os').cpu_count()} cores, CPU only.\n\n{table()}\n"
+    (RESULTS / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

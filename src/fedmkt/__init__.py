@@ -1,0 +1,3 @@
+"""fedmkt: federated mutual knowledge transfer between a server LLM and client SLMs (FedMKT)."""
+
+__version__ = "0.1.0"

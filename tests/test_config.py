@@ -1,0 +1,46 @@
+import pytest
+
+from fedmkt.config import ConfigError, RunConfig, load_config, parse_config
+
+
+def test_default_is_the_papers_setting():
+    cfg = RunConfig()
+    assert cfg.server.source == "gemma3-270m"
+    assert [c.model.source for c in cfg.clients] == ["smollm2-135m-instruct"] * 2
+    assert cfg.fedmkt.ce_weight == 0.9 and cfg.fedmkt.top_k == 16 and cfg.fedmkt.selection == "dual_min_ce"
+    assert {d for c in cfg.clients for d in c.domains} == {"stem", "humanities"}
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"fedmkt": {"ce_weight": 1.5}}, "fedmkt.ce_weight"),
+    ({"fedmkt": {"selection": "best"}}, "fedmkt.selection"),
+    ({"server": {"source": "x", "device": "tpu"}}, "server.device"),
+    ({"clients": [{"name": "a", "domains": []}]}, "clients.0.domains"),
+    ({"train": {"batch_size": 0}}, "train.batch_size"),
+    ({"fedmkt": {"rounds": 1, "top_kk": 3}}, "fedmkt.top_kk"),
+])
+def test_errors_name_the_field(data, field):
+    with pytest.raises(ConfigError, match=f"field `{field}`"):
+        parse_config(data)
+
+
+def test_duplicate_client_names_rejected():
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({"clients": [{"name": "a", "domains": ["stem"]}, {"name": "a", "domains": ["stem"]}]})
+
+
+def test_yaml_file_problems(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fedmkt: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    good = tmp_path / "good.yaml"
+    good.write_text("fedmkt:\n  rounds: 3\n  llm_training: false\n")
+    cfg = load_config(good)
+    assert cfg.fedmkt.rounds == 3 and cfg.fedmkt.llm_training is False

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from fedmkt.data.encoding import collate, encode
+from fedmkt.data.mmlu import DOMAINS, SUBJECT_DOMAIN
+from fedmkt.data.prompts import answer_text, prompt_text
+from fedmkt.data.splits import split_questions
+
+
+def test_mmlu_loads_from_the_package(mmlu):
+    assert len(mmlu) > 14000
+    subjects = {q.subject for q in mmlu}
+    assert subjects <= set(SUBJECT_DOMAIN) and len(subjects) >= 56
+    assert all(0 <= q.answer < 4 and len(q.choices) == 4 for q in mmlu)
+
+
+def test_split_is_disjoint_and_by_domain(mmlu):
+    split = split_questions(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
+    uids = [q.uid for q in split.public] + [q.uid for qs in split.private.values() for q in qs] + \
+           [q.uid for qs in split.evaluation.values() for q in qs]
+    assert len(uids) == len(set(uids)) == 20 + 60 + 20
+    assert {q.domain for q in split.private["a"]} == {"stem"}
+    assert {q.domain for q in split.private["b"]} == {"humanities", "other"}
+    assert {q.domain for q in split.public} == set(DOMAINS)
+    again = split_questions(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
+    assert [q.uid for q in again.private["b"]] == [q.uid for q in split.private["b"]]
+    with pytest.raises(ValueError, match="unknown MMLU domain"):
+        split_questions(mmlu, {"a": ["math"]}, 1, 1, 1, [], 0)
+
+
+def test_encoding_marks_the_answer_and_its_boundaries(mmlu, smol_tok, gemma_tok):
+    q = mmlu[0]
+    prompt, answer = prompt_text(q), answer_text(q)
+    for tok in (smol_tok, gemma_tok):
+        e = encode(tok, q.uid, prompt, answer, 512)
+        assert tok.decode(e.answer_ids) == answer
+        assert e.loss_boundaries[0] == len(prompt)  # first loss position: the prompt's end
+        assert e.ends[-1] == len(prompt) + len(answer) and e.offsets_valid
+    assert gemma_tok.bos_token_id == encode(gemma_tok, 0, prompt, answer, 512).input_ids[0]
+    short = encode(gemma_tok, q.uid, prompt, answer, 24)
+    assert len(short.input_ids) == 24 and short.input_ids[0] == gemma_tok.bos_token_id
+    assert gemma_tok.decode(short.answer_ids) == answer
+
+
+def test_left_padded_batch_puts_answers_at_the_end(mmlu, smol_tok):
+    examples = [encode(smol_tok, q.uid, prompt_text(q), answer_text(q), 256) for q in mmlu[:3]]
+    batch = collate(examples, smol_tok.pad_token_id)
+    for row, e in enumerate(examples):
+        assert batch.loss_mask[row].sum() == e.n_loss
+        assert np.array_equal(batch.labels[row][batch.loss_mask[row]].numpy(), e.answer_ids)
+        assert batch.input_ids[row, -1] == e.input_ids[-1]
+        first = batch.input_ids.shape[1] - len(e.input_ids)
+        assert batch.position_ids[row, first] == 0 and batch.position_ids[row, -1] == len(e.input_ids) - 1

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
+from fedmkt.alignment.vocab import VocabMap
+from fedmkt.distill import dense_soft_ce, fedmkt_loss, select_sources, sparse_soft_ce
+from tests.test_knowledge import packet
+
+
+def test_sparse_soft_ce_equals_dense_reference_with_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(7, 50, requires_grad=True)
+    ids = torch.randint(0, 50, (7, 5))
+    ids[0, 1] = ids[0, 0]  # duplicate ids add up in both forms
+    probs = torch.softmax(torch.randn(7, 5), -1)
+    sparse = sparse_soft_ce(logits, ids, probs)
+    dense = dense_soft_ce(logits, ids, probs)
+    assert torch.allclose(sparse, dense, atol=1e-5)
+    g_sparse, = torch.autograd.grad(sparse.sum(), logits)
+    g_dense, = torch.autograd.grad(dense.sum(), logits)
+    assert torch.allclose(g_sparse, g_dense, atol=1e-5)
+
+
+def test_one_hot_soft_target_is_plain_cross_entropy():
+    logits = torch.randn(4, 30)
+    labels = torch.tensor([1, 5, 7, 29])
+    ids = torch.zeros(4, 3, dtype=torch.long)
+    ids[:, 0] = labels
+    probs = torch.zeros(4, 3)
+    probs[:, 0] = 1
+    assert torch.allclose(fedmkt_loss(logits, labels, ids, probs, 0.9),
+                          torch.nn.functional.cross_entropy(logits, labels), atol=1e-6)
+    assert torch.allclose(fedmkt_loss(logits, labels, ids, probs, 0.3),
+                          torch.nn.functional.cross_entropy(logits, labels), atol=1e-6)
+
+
+def test_dual_min_ce_keeps_the_best_peer_only_where_it_beats_self():
+    own = np.array([1.0, 1.0, 1.0, 2.0])
+    peers = np.array([[0.5, 2.0, 1.5, np.inf],
+                      [0.7, 1.5, 0.9, 3.0]])
+    w = select_sources(own, peers, "dual_min_ce")
+    assert w.tolist() == [[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]]
+    w = select_sources(own, peers, "always")
+    assert w.tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 1, 1]]
+    w = select_sources(own, peers, "weighted")
+    assert np.allclose(w.sum(0), 1) and w[1, 0] > w[2, 0] > w[0, 0] and w[1, 3] == 0
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        select_sources(own, peers, "max")
+
+
+def test_reindex_maps_aligned_ids_and_one_hots_the_next_token():
+    p = packet(n=2, k=4, vocab=100)
+    vmap = VocabMap(target_ids=(np.arange(100) * 3 % 200).astype(np.int32), distances=np.zeros(100, np.int32),
+                    sender="a", receiver="b")
+    rows = p.rows(0)
+    n_sender = rows.stop - rows.start
+    alignment = np.array([0, -1, n_sender - 1])
+    labels = np.array([11, 12, 13])
+    t = reindex(p, 0, alignment, vmap, labels)
+    assert np.array_equal(t.ids[0], p.topk_ids[rows][0] * 3 % 200)
+    assert np.array_equal(t.ids[2], p.topk_ids[rows][-1] * 3 % 200)
+    assert t.ids[1, 0] == 12 and t.probs[1, 0] == 1 and t.probs[1, 1:].sum() == 0  # next token, not current
+    assert np.allclose(t.probs.sum(1), 1, atol=1e-5)
+    expect = np.exp(p.topk_logprobs[rows][0].astype(np.float32))
+    assert np.allclose(t.probs[0], expect / expect.sum(), atol=1e-3)
+    own = own_targets(p, 1)
+    assert own.ids.shape == (p.rows(1).stop - p.rows(1).start, 4)
+    both = SoftTargets.concat([t.scaled(0.25), t.scaled(0.75)])
+    assert both.ids.shape == (3, 8) and np.allclose(both.probs.sum(1), 1, atol=1e-5)

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from fedmkt import evaluation
+from fedmkt.config import ModelSpec
+from fedmkt.models import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(ModelSpec(source="tiny:smollm2-135m-instruct"), seed=5)
+
+
+def test_letter_fast_path_equals_the_general_scorer(tiny, mmlu, monkeypatch):
+    questions = mmlu[:12]
+    fast = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
+    monkeypatch.setattr(evaluation, "_single_token_letters", lambda tok: None)
+    slow = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
+    assert fast == slow and fast["n"] == 12
+
+
+def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):
+    questions = mmlu[:40]
+    b_id = tiny.tokenizer(" B", add_special_tokens=False)["input_ids"][0]
+
+    class SaysB(torch.nn.Module):
+        config = tiny.model.config
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, logits_to_keep, **_):
+            logits = torch.zeros(input_ids.shape[0], logits_to_keep, self.config.vocab_size)
+            logits[..., b_id] = 10.0
+            return type("Out", (), {"logits": logits})()
+
+    result = evaluation.evaluate_multiple_choice(SaysB(), tiny.tokenizer, questions, 256, 4, scoring="letter")
+    assert result["acc"] == pytest.approx(sum(q.answer == 1 for q in questions) / 40)
+    text = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions[:4], 256, 2, scoring="text")
+    assert 0 <= text["acc"] <= 1 and 0 <= text["acc_norm"] <= 1

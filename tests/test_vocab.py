@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from fedmkt.alignment.vocab import build_vocab_map, canonical_tokens, min_edit_distance, tokenizer_fingerprint
+
+
+def brute_force(queries, targets):
+    d = process.cdist(queries, targets, scorer=Levenshtein.distance, dtype=np.int32)
+    return d.argmin(axis=1), d.min(axis=1)
+
+
+def test_canonical_forms_agree_across_schemes(smol_tok, gemma_tok):
+    smol, gemma = canonical_tokens(smol_tok), canonical_tokens(gemma_tok)
+    for text in [" the", "\n", " hello", "ing", " Paris"]:
+        assert text in smol and text in gemma, text
+    # A SentencePiece byte-fallback token reads as its byte.
+    assert gemma[gemma_tok.convert_tokens_to_ids("<0x0A>")] == "\n"
+    # A byte-level token of a partial UTF-8 character and a byte-fallback token of that byte agree.
+    e4 = b"\xe4".decode("utf-8", "surrogateescape")
+    assert e4 in smol and e4 in gemma
+
+
+def test_exact_tokens_map_to_themselves_and_a_known_inexact_case(smol_tok, gemma_tok):
+    vmap = build_vocab_map(smol_tok, gemma_tok)
+    smol, gemma = canonical_tokens(smol_tok), canonical_tokens(gemma_tok)
+    for text in [" the", " hello", "\n", " Paris"]:
+        i = smol.index(text)
+        assert gemma[vmap.target_ids[i]] == text and vmap.distances[i] == 0
+    assert vmap.exact_fraction > 0.9  # most SmolLM2 tokens exist in Gemma-3's larger vocabulary
+    inexact = np.flatnonzero(vmap.distances > 0)
+    sample = inexact[:: max(1, len(inexact) // 5)][:5]
+    ids, dist = brute_force([smol[i] for i in sample], gemma)
+    assert np.array_equal(vmap.distances[sample], dist)  # the true minimum
+    assert np.array_equal(vmap.target_ids[sample], ids)  # and the lowest id among ties
+
+
+def test_eos_maps_to_eos(smol_tok, gemma_tok):
+    vmap = build_vocab_map(gemma_tok, smol_tok)
+    assert vmap.target_ids[gemma_tok.eos_token_id] == smol_tok.eos_token_id
+
+
+def test_ring_search_equals_brute_force_with_lowest_id_ties():
+    rng = np.random.default_rng(0)
+    alphabet = list("abcde ")
+    targets = ["".join(rng.choice(alphabet, size=rng.integers(0, 9))) for _ in range(400)]
+    queries = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(300)]
+    ids, dist = min_edit_distance(queries, targets)
+    ref_ids, ref_dist = brute_force(queries, targets)
+    assert np.array_equal(dist, ref_dist)
+    assert np.array_equal(ids, ref_ids)
+
+
+def test_ties_go_to_the_lowest_id():
+    ids, dist = min_edit_distance(["ab"], ["xb", "ax", "ab2"])
+    assert ids[0] == 0 and dist[0] == 1
+    ids, dist = min_edit_distance(["b", "b"], ["a", "b", "b"])
+    assert list(ids) == [1, 1] and list(dist) == [0, 0]
+
+
+def test_cache_is_keyed_by_both_vocabularies(smol_tok, gemma_tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path))
+    first = build_vocab_map(smol_tok, gemma_tok)
+    files = list((tmp_path / "vocab_maps").glob("*.npz"))
+    assert len(files) == 1 and tokenizer_fingerprint(smol_tok) in files[0].name
+    again = build_vocab_map(smol_tok, gemma_tok)
+    assert np.array_equal(first.target_ids, again.target_ids)
