@@ -89,7 +89,6 @@ def test_llm2slm_freezes_the_server_and_fedavg_joins_clients(tmp_path, mmlu):
 def test_existing_run_folder_is_not_overwritten(tmp_path, mmlu):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "metrics.json").write_text("{}")
-    federation = LocalFederation(tiny_config(tmp_path, rounds=1), questions=mmlu)
     with pytest.raises(FileExistsError, match="already exists"):
-        federation.run()
+        LocalFederation(tiny_config(tmp_path, rounds=1), questions=mmlu)
     assert (tmp_path / "t" / "metrics.json").read_text() == "{}"

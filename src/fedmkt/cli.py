@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,9 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FedMKT: federated mutual knowledge transfer between a server LLM and client SLMs.")
 console = Console()
+# Library deprecation chatter (transformers/peft) says nothing a fedmkt user can act on.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _fail(error: Exception) -> None:
@@ -23,21 +27,26 @@ def _fail(error: Exception) -> None:
 @app.command()
 def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the embedded one"),
         output_dir: Optional[Path] = typer.Option(None, help="where run folders go (overrides the config)"),
-        run_name: Optional[str] = typer.Option(None, help="run folder name (default: a timestamp)")) -> None:
+        run_name: Optional[str] = typer.Option(None, help="run folder name (default: a timestamp)"),
+        resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder after its last round")) -> None:
     """Run a complete FedMKT federation in this process."""
     from fedmkt.config import ConfigError, load_config
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
 
     try:
-        cfg = load_config(config)
+        if resume is not None:
+            cfg = load_config(resume / "config.yaml").model_copy(
+                update={"output_dir": resume.parent, "run_name": resume.name})
+        else:
+            cfg = load_config(config)
         if output_dir is not None:
             cfg = cfg.model_copy(update={"output_dir": output_dir})
         if run_name is not None:
             cfg = cfg.model_copy(update={"run_name": run_name})
         from fedmkt.federation.local import LocalFederation
 
-        LocalFederation(cfg, console=console).run()
+        LocalFederation(cfg, console=console, resume=resume is not None).run()
     except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(error)
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # fedmkt shows its own progress; per-tensor loading bars are noise
 
 from fedmkt.config import LoraSpec, ModelSpec
 

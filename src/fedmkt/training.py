@@ -36,9 +36,16 @@ class ComputeClock:
             self.seconds += time.perf_counter() - start
 
 
-def make_progress(disable: bool = False) -> Progress:
+def make_progress(disable: bool = False, console=None) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), disable=disable, transient=False)
+                    TimeElapsedColumn(), disable=disable, transient=True, console=console)
+
+
+def _finish(progress: Progress | None, task, line: str) -> None:
+    """Drop a finished bar and leave one line in its place, so the display stays short."""
+    if progress is not None:
+        progress.remove_task(task)
+        progress.console.print(line)
 
 
 def tail_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -91,7 +98,9 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
             if progress:
                 progress.update(task, advance=1, info=f"loss {np.mean(losses[-8:]):.3f}")
     model.eval()
-    return float(np.mean(losses)) if losses else float("nan")
+    mean = float(np.mean(losses)) if losses else float("nan")
+    _finish(progress, task, f"{description}: {steps} steps, mean loss {mean:.4f}")
+    return mean
 
 
 @torch.no_grad()
@@ -118,6 +127,7 @@ def extract_knowledge(model: torch.nn.Module, examples: list[Encoded], pad_id: i
             progress.update(task, advance=len(chunk))
     offsets = np.zeros(len(examples) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
+    _finish(progress, task, f"{sender}: knowledge on {len(examples)} public examples")
     return KnowledgePacket(sender=sender, tokenizer=tokenizer_id, vocab_size=vocab_size,
                            example_ids=np.array([e.uid for e in examples], dtype=np.int64),
                            ce=np.concatenate(ce).astype(np.float32), offsets=offsets,

@@ -1,0 +1,154 @@
+"""FedMKT on Flower's Deployment Engine: a ServerApp and a ClientApp over the Message API.
+
+The ServerApp runs the same Coordinator as `fedmkt run`, with a transport that sends each phase as
+Flower messages through the Grid (one message per client, all in flight at once, a timeout per
+phase). The ClientApp serves each message with the same ClientRuntime as the local runner; it keeps
+its party in memory between messages and its adapters in a local store, so a restarted client
+process, or a server resuming from its checkpoint, continues from the last completed round.
+
+Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
+  config         path of the FedMKT YAML on the server machine (default: the embedded default)
+  resume         continue the run folder named by the config after its last checkpoint
+  phase-timeout  seconds a client has to answer one phase before it is dropped from the round
+  join-timeout   seconds to wait for every configured client to connect
+Node config (`flower-supernode --node-config`):
+  name           which client of the config this node is (required)
+  state-dir      where it keeps its adapters (default: ~/.cache/fedmkt/nodes)
+  model          optional local source of its SLM (same tokenizer as the config names)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedmkt.config import ModelSpec, RunConfig, load_config, parse_config
+from fedmkt.federation import protocol as proto
+from fedmkt.federation.coordinator import Coordinator
+from fedmkt.federation.local import federated_split, make_client, make_server, new_run_dir, seed_everything
+from fedmkt.federation.protocol import ClientFailure
+from fedmkt.models import cache_root
+
+RECORD = "fedmkt"
+WHO = "query.who"
+
+
+def _record(message: Message) -> dict:
+    return dict(message.content[RECORD]) if RECORD in message.content else {}
+
+
+def _reply(message: Message, payload: dict) -> Message:
+    return Message(RecordDict({RECORD: ConfigRecord(payload)}), reply_to=message)
+
+
+class FlowerTransport:
+    """Phases as Flower messages; no reply within the timeout, or an error reply, drops the client."""
+
+    def __init__(self, grid: Grid, config: RunConfig, phase_timeout: float, join_timeout: float):
+        self.grid, self.config = grid, config
+        self.phase_timeout = phase_timeout
+        self.node_of = self._join(join_timeout)
+
+    def _join(self, timeout: float) -> dict[str, int]:
+        wanted = {c.name for c in self.config.clients}
+        found: dict[str, int] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and set(found) != wanted:
+            unknown = [n for n in self.grid.get_node_ids() if n not in found.values()]
+            if unknown:
+                messages = [Message(RecordDict({RECORD: ConfigRecord({"config": self.config.model_dump_json()})}),
+                                    dst_node_id=n, message_type=WHO) for n in unknown]
+                for reply in self.grid.send_and_receive(messages, timeout=30):
+                    if not reply.has_error() and _record(reply).get("name") in wanted:
+                        found[_record(reply)["name"]] = reply.metadata.src_node_id
+            if set(found) != wanted:
+                time.sleep(1)
+        missing = wanted - set(found)
+        if missing == wanted:
+            raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})")
+        return found
+
+    def call(self, phase: str, payloads: dict[str, dict]) -> dict:
+        out: dict = {name: ClientFailure("not connected") for name in payloads if name not in self.node_of}
+        messages, name_of = [], {}
+        for name, payload in payloads.items():
+            if name in self.node_of:
+                node = self.node_of[name]
+                name_of[node] = name
+                payload = dict(payload, config=self.config.model_dump_json())
+                messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=node,
+                                        message_type=phase, ttl=self.phase_timeout + 60))
+        for reply in self.grid.send_and_receive(messages, timeout=self.phase_timeout):
+            name = name_of.get(reply.metadata.src_node_id)
+            if name is None:
+                continue
+            if reply.has_error():
+                out[name] = ClientFailure(reply.error.reason)
+            else:
+                out[name] = _record(reply)
+        for name in name_of.values():
+            out.setdefault(name, ClientFailure(f"no reply within {self.phase_timeout:.0f}s"))
+        return out
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def server_main(grid: Grid, context: Context) -> None:
+    run_config = context.run_config
+    config = load_config(run_config.get("config") or None)
+    resume = bool(run_config.get("resume", False))
+    seed_everything(config.seed)
+    split = federated_split(config)
+    run_dir = new_run_dir(config, resume)
+    transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
+                                float(run_config.get("join-timeout", 120)))
+    Coordinator(config, make_server(config, split), split, transport, run_dir).run(resume=resume)
+
+
+client_app = ClientApp()
+_RUNTIMES: dict[tuple[str, str], proto.ClientRuntime] = {}  # kept while this process lives
+
+
+def _runtime(message: Message, context: Context) -> proto.ClientRuntime:
+    name = str(context.node_config.get("name", ""))
+    payload = _record(message)
+    config = parse_config(json.loads(payload["config"]))
+    if name not in [c.name for c in config.clients]:
+        raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
+    if context.node_config.get("model"):
+        clients = [c.model_copy(update={"model": ModelSpec(source=str(context.node_config["model"]))})
+                   if c.name == name else c for c in config.clients]
+        config = config.model_copy(update={"clients": clients})
+    key = (name, payload["config"])
+    if key not in _RUNTIMES:
+        store = Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))) / str(context.run_id)
+        seed_everything(config.seed)
+        _RUNTIMES.clear()
+        _RUNTIMES[key] = make_client(config, name, federated_split(config), store)
+    return _RUNTIMES[key]
+
+
+@client_app.query("who")
+def who(message: Message, context: Context) -> Message:
+    return _reply(message, {"name": str(context.node_config.get("name", ""))})
+
+
+def _serve(phase: str):
+    def handler(message: Message, context: Context) -> Message:
+        return _reply(message, _runtime(message, context).handle(phase, _record(message)))
+
+    return handler
+
+
+client_app.train("share")(_serve(proto.SHARE))
+client_app.train("distill")(_serve(proto.DISTILL))
+client_app.train("adapter")(_serve(proto.SET_ADAPTER))
+client_app.query("adapter")(_serve(proto.GET_ADAPTER))
+client_app.evaluate()(_serve(proto.EVALUATE))
