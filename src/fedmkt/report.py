@@ -6,6 +6,8 @@ from pathlib import Path
 
 
 def _row(name: str, evaluation: dict, domains: list[str]) -> str:
+    if name not in evaluation:  # dropped from that round
+        return f"| {name} | " + " | ".join("dropped" for _ in domains) + " | dropped |"
     cells = [f"{evaluation[name][d]['acc']:.3f} / {evaluation[name][d]['acc_norm']:.3f}" for d in domains]
     return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name]['mean']['acc']:.3f} |"
 
@@ -41,6 +43,10 @@ def summary_markdown(metrics: dict) -> str:
             lines.append(f"| {r['round']} | {t['wall_s']:.1f} | {t['model_compute_s']:.1f} | {t['overhead_ratio']:.3f} | "
                          f"{r['bytes']['up_per_client']:.0f} | {r['bytes']['down']:.0f} | {pick} |")
         lines.append("")
+    dropped = [(r["round"], who, why) for r in metrics["rounds"] for who, why in r.get("dropped", {}).items()]
+    if dropped:
+        lines += ["## dropped clients", "", "| round | client | reason |", "|---|---|---|"]
+        lines += [f"| {r} | {who} | {why} |" for r, who, why in dropped] + [""]
     return "\n".join(lines)
 
 

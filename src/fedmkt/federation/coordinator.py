@@ -96,14 +96,16 @@ class Coordinator:
         os.replace(ckpt / "server_adapter.tmp", ckpt / "server_adapter.safetensors")
         (ckpt / "rng.tmp").write_bytes(_rng_state())
         os.replace(ckpt / "rng.tmp", ckpt / "rng.pkl")
-        write_json(ckpt / "state.json", {"completed_round": round_no})
+        write_json(ckpt / "state.json", {"completed_round": round_no, "server_train_calls": self.server.train_calls})
 
     def _restore(self) -> int:
         ckpt = self.run_dir / "checkpoint"
         state = ckpt / "state.json"
         if not state.is_file():
             return 0
-        round_no = int(json.loads(state.read_text())["completed_round"])
+        saved = json.loads(state.read_text())
+        round_no = int(saved["completed_round"])
+        self.server.train_calls = int(saved["server_train_calls"])  # the shuffles go on as if never stopped
         self.server.load_adapter_state(proto.adapter_from_bytes((ckpt / "server_adapter.safetensors").read_bytes()))
         _set_rng_state((ckpt / "rng.pkl").read_bytes())
         self.metrics = json.loads((self.run_dir / "metrics.json").read_text())

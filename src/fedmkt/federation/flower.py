@@ -128,7 +128,8 @@ def _runtime(message: Message, context: Context) -> proto.ClientRuntime:
         config = config.model_copy(update={"clients": clients})
     key = (name, payload["config"])
     if key not in _RUNTIMES:
-        store = Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))) / str(context.run_id)
+        # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
+        store = Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))) / (config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
         _RUNTIMES[key] = make_client(config, name, federated_split(config), store)

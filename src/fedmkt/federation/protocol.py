@@ -4,13 +4,15 @@ The local runner calls `ClientRuntime.handle` directly; the Flower ClientApp cal
 message. Payloads and replies are flat dicts of str / int / float / bytes (what a Flower
 ConfigRecord carries); adapters travel as safetensors bytes.
 
-Every request names its round. A client whose in-memory adapter is older than the round before
-(a restarted process, or a server resuming from a checkpoint) reloads the adapter it stored after
-that round, so nothing trained is lost.
+Every request names its round. Flower may serve each message in a fresh process, so a client
+keeps its latest adapter (and training step) in a store and picks it up; when the server repeats a
+round after resuming from its checkpoint, the client starts again from its adapter after the round
+before, so nothing is lost and nothing counted twice.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -42,33 +44,60 @@ def adapter_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 
 class ClientRuntime:
-    """One client: its party, evaluation sets and a store of adapters by round."""
+    """One client: its party, evaluation sets and a store of its adapters.
+
+    store/latest/<name>/    the adapter after the last phase that changed it, with state.json
+                            (round, phase, training step): a fresh process picks up from here
+    store/round-N/<name>/   the adapter after round N (N=0: as initialised): the run's record, and
+                            where a repeated round starts from when the server resumes
+    """
 
     def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None):
         self.party = party
         self.evaluation = evaluation
         self.store = store
-        self.round = 0  # the last round whose adapter this process holds
+        self.state = {"round": 0, "phase": "init", "step": 0}
         self._tokenizers: dict[str, object] = {}
+        if store is not None and not (self._dir("round-0") / "adapter_model.safetensors").is_file():
+            self._write(self._dir("round-0"))
 
-    def _stored(self, round_no: int) -> Path | None:
-        """Where this client's adapter after a round lives: <store>/round-N/<name>/ (peft format)."""
-        return self.store / f"round-{round_no}" / self.party.name if self.store else None
+    def _dir(self, kind: str) -> Path:
+        return self.store / kind / self.party.name
 
-    def _catch_up(self, round_no: int, phase: str) -> None:
-        wanted = round_no - 1 if phase == SHARE else round_no
-        if self.round == wanted or wanted <= 0:
+    def _write(self, directory: Path) -> None:
+        self.party.save_adapter(directory)
+        tmp = directory / "state.tmp"
+        tmp.write_text(json.dumps(self.state))
+        tmp.replace(directory / "state.json")
+
+    def _read(self, directory: Path) -> bool:
+        if not (directory / "state.json").is_file():
+            return False
+        self.party.load_adapter_state(load_file(str(directory / "adapter_model.safetensors")))
+        self.state = json.loads((directory / "state.json").read_text())
+        self.party.train_calls = int(self.state["step"])
+        return True
+
+    def _sync(self, round_no: int, phase: str) -> None:
+        """Bring the in-memory adapter to where this request expects it."""
+        if self.store is None:
             return
-        path = self._stored(wanted)
-        if path is not None and (path / "adapter_model.safetensors").is_file():
-            self.party.load_adapter_state(load_file(str(path / "adapter_model.safetensors")))
-            self.round = wanted
+        latest = self._dir("latest")
+        if (latest / "state.json").is_file():
+            stored = json.loads((latest / "state.json").read_text())
+            if stored != self.state:
+                self._read(latest)
+        if phase == SHARE:
+            done = (self.state["round"] == round_no - 1 and self.state["phase"] in ("distill", "adapter", "init"))
+            if not done:  # the server is repeating a round (it resumed): start from the round before
+                self._read(self._dir(f"round-{round_no - 1}"))
 
-    def _save(self, round_no: int) -> None:
-        self.round = round_no
-        path = self._stored(round_no)
-        if path is not None:
-            self.party.save_adapter(path)
+    def _persist(self, round_no: int, phase: str, snapshot: bool) -> None:
+        self.state = {"round": round_no, "phase": phase, "step": self.party.train_calls}
+        if self.store is not None:
+            self._write(self._dir("latest"))
+            if snapshot:
+                self._write(self._dir(f"round-{round_no}"))
 
     def _tokenizer(self, source: str):
         if source not in self._tokenizers:
@@ -84,14 +113,15 @@ class ClientRuntime:
 
     def _serve(self, phase: str, payload: dict) -> dict:
         round_no = int(payload.get("round", 0))
-        self._catch_up(round_no, phase)
+        self._sync(round_no, phase)
         if phase == SHARE:
             loss = self.party.train_private()
+            self._persist(round_no, "share", snapshot=False)
             return {"packet": self.party.share_knowledge().to_bytes(), "private_loss": float(loss)}
         if phase == DISTILL:
             packet = KnowledgePacket.from_bytes(payload["packet"])
             stats = self.party.absorb([Peer(packet, self._tokenizer(str(payload["tokenizer"])))])
-            self._save(round_no)
+            self._persist(round_no, "distill", snapshot=True)
             reply = {"loss": stats.loss}
             reply.update({f"selected.{k}": v for k, v in stats.selected.items()})
             reply.update({f"aligned.{k}": v for k, v in stats.aligned_fraction.items()})
@@ -103,7 +133,7 @@ class ClientRuntime:
             return {"adapter": adapter_to_bytes(self.party.adapter_state())}
         if phase == SET_ADAPTER:
             self.party.load_adapter_state(adapter_from_bytes(payload["adapter"]))
-            self._save(round_no)
+            self._persist(round_no, "adapter", snapshot=True)
             return {}
         raise ClientFailure(f"unknown phase '{phase}'; known: {PHASES}")
 

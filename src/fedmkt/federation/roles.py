@@ -75,7 +75,7 @@ class Party:
         self._canonical: list[str] | None = None
         self._senders: dict[str, _SenderView] = {}
         self._knowledge: KnowledgePacket | None = None
-        self._step = 0
+        self.train_calls = 0
         self.eval_scoring = "letter"
 
     @property
@@ -83,8 +83,8 @@ class Party:
         return self.tokenizer.pad_token_id
 
     def _next_seed(self) -> int:
-        self._step += 1
-        return self.seed * 1000 + self._step
+        self.train_calls += 1
+        return self.seed * 1000 + self.train_calls
 
     def canonical(self) -> list[str]:
         if self._canonical is None:

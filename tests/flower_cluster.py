@@ -1,0 +1,128 @@
+"""A real Flower deployment on loopback for tests: SuperLink and SuperNodes as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_config(out: Path, run_name: str, rounds: int = 2) -> dict:
+    return {
+        "run_name": run_name, "output_dir": str(out), "seed": 3,
+        "server": {"source": "tiny:gemma3-270m"},
+        "clients": [{"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
+                    {"name": "hum", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["humanities"]}],
+        "data": {"public_size": 6, "private_size": 6, "eval_size": 3},
+        "train": {"max_length": 96, "batch_size": 3, "learning_rate": 5e-3},
+        "fedmkt": {"rounds": rounds},
+    }
+
+
+class FlowerCluster:
+    def __init__(self, tmp: Path, tls: dict | None = None, superlink_args: tuple = (), supernode_args: dict | None = None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.home = tmp / "flwr-home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        self.superlink_args = superlink_args
+        self.supernode_args = supernode_args or {}
+        self.env = dict(os.environ, FLWR_HOME=str(self.home), PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+                        PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        connection = {"address": f"127.0.0.1:{self.port}"}
+        connection.update({"root-certificates": str(tls["ca"])} if tls else {"insecure": True})
+        (self.home / "config.toml").write_text(
+            '[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+            + "".join(f"{k} = {json.dumps(v)}\n" for k, v in connection.items()))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _start(self, key: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{key}.log", "ab")
+        # A session of its own: killing the group takes the apps it spawned too.
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.procs[key] = proc
+        return proc
+
+    def start_superlink(self) -> None:
+        args = [str(BIN / "flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation",
+                *self.superlink_args]
+        if self.tls:
+            args += ["--ssl-certfile", str(self.tls["cert"]), "--ssl-keyfile", str(self.tls["key"]),
+                     "--ssl-ca-certfile", str(self.tls["ca"])]
+        else:
+            args += ["--insecure"]
+        self._start("superlink", args)
+        self.wait(lambda: self._listening(self.port), 60, "SuperLink to listen")
+
+    def start_supernode(self, name: str) -> None:
+        args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+                "--node-config", f'name="{name}" state-dir="{self.tmp / "nodes"}"', *self.supernode_args.get(name, ())]
+        args += ["--root-certificates", str(self.tls["ca"])] if self.tls else ["--insecure"]
+        self._start(f"supernode-{name}", args)
+
+    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120) -> str:
+        path = self.tmp / f"{config['run_name']}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        overrides = f'config="{path}" resume={str(resume).lower()} phase-timeout={float(phase_timeout)} join-timeout=90.0'
+        out = subprocess.run([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local", "--run-config", overrides],
+                             env=self.env, capture_output=True, text=True, timeout=120)
+        assert "Successfully started run" in out.stdout, out.stdout + out.stderr
+        return out.stdout
+
+    def kill(self, key: str) -> None:
+        proc = self.procs.pop(key)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.tmp.glob("*.log"))
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(1)
+        raise TimeoutError(f"waited {timeout:.0f}s for {what}\n{self.logs()}")
+
+    def stop(self) -> None:
+        for key in list(self.procs):
+            self.kill(key)
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def finished(run_dir: Path, rounds: int):
+    def check() -> bool:
+        try:
+            return (run_dir / "summary.md").is_file() and len(metrics(run_dir)["rounds"]) == rounds
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return False
+    return check

@@ -1,0 +1,81 @@
+"""FedMKT on a real Flower deployment: SuperLink and two SuperNodes as processes on loopback."""
+
+import json
+
+import pytest
+
+from fedmkt.config import parse_config
+from fedmkt.federation.local import LocalFederation
+from tests.flower_cluster import FlowerCluster, finished, metrics, tiny_config
+
+pytestmark = pytest.mark.flower
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = FlowerCluster(tmp_path)
+    c.start_superlink()
+    for name in ("stem", "hum"):
+        c.start_supernode(name)
+    yield c
+    c.stop()
+
+
+def assert_same_rounds(ours: dict, reference: dict, rounds: int) -> None:
+    for r in range(rounds):
+        a, b = ours["rounds"][r], reference["rounds"][r]
+        for party, loss in b["kd_loss"].items():
+            assert a["kd_loss"][party] == pytest.approx(loss, rel=1e-4), (r, party)
+        for party, loss in b["private_loss"].items():
+            assert a["private_loss"][party] == pytest.approx(loss, rel=1e-4), (r, party)
+        for party, evaluation in b["evaluation"].items():
+            assert a["evaluation"][party]["mean"]["acc"] == pytest.approx(evaluation["mean"]["acc"]), (r, party)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory, mmlu):
+    out = tmp_path_factory.mktemp("local")
+    run_dir = LocalFederation(parse_config(tiny_config(out, "ref")), questions=mmlu).run()
+    return metrics(run_dir)
+
+
+def test_two_rounds_over_flower_equal_the_local_runner(cluster, tmp_path, local_reference):
+    cluster.run(tiny_config(tmp_path / "runs", "fl"))
+    run_dir = tmp_path / "runs" / "fl"
+    cluster.wait(finished(run_dir, 2), 420, "two FedMKT rounds over Flower")
+    ours = metrics(run_dir)
+    assert all(not r["dropped"] for r in ours["rounds"])
+    assert_same_rounds(ours, local_reference, 2)
+    for party in ("server", "stem", "hum"):
+        assert (run_dir / "round-2" / party / "adapter_model.safetensors").is_file() or party != "server"
+    assert (tmp_path / "nodes" / "fl" / "round-2" / "stem" / "adapter_model.safetensors").is_file()
+
+
+def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, tmp_path):
+    run_dir = tmp_path / "runs" / "kill"
+    cluster.run(tiny_config(tmp_path / "runs", "kill", rounds=1), phase_timeout=25)
+    shared = tmp_path / "nodes" / "kill" / "latest" / "hum" / "state.json"
+    cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == "share", 300,
+                 "client 'hum' to share its knowledge")
+    cluster.kill("supernode-hum")  # after sending knowledge, before distilling the LLM's
+    cluster.wait(finished(run_dir, 1), 300, "the round to complete without 'hum'")
+    record = metrics(run_dir)["rounds"][0]
+    assert "hum" in record["dropped"] and "stem" not in record["dropped"]
+    assert "stem" in record["kd_loss"] and "server" in record["kd_loss"]
+    assert "stem" in record["evaluation"] and "hum" not in record["evaluation"]
+
+
+def test_server_killed_after_round_one_resumes_and_finishes(cluster, tmp_path, local_reference):
+    run_dir = tmp_path / "runs" / "resume"
+    config = tiny_config(tmp_path / "runs", "resume")
+    cluster.run(config)
+    checkpoint = run_dir / "checkpoint" / "state.json"
+    cluster.wait(lambda: checkpoint.is_file() and json.loads(checkpoint.read_text())["completed_round"] == 1, 300,
+                 "round 1 checkpoint")
+    cluster.kill("superlink")  # the ServerApp dies with it
+    assert len(metrics(run_dir)["rounds"]) == 1
+    cluster.start_superlink()
+    cluster.run(config, resume=True)
+    cluster.wait(finished(run_dir, 2), 420, "the resumed run to finish round 2")
+    # Nothing lost or counted twice: the resumed run equals one that never stopped.
+    assert_same_rounds(metrics(run_dir), local_reference, 2)
