@@ -52,6 +52,7 @@ class FlowerCluster:
             '[superlink]\ndefault = "local"\n\n[superlink.local]\n'
             + "".join(f"{k} = {json.dumps(v)}\n" for k, v in connection.items()))
         self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {"superlink": self.port}
 
     def _start(self, key: str, args: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{key}.log", "ab")
@@ -61,8 +62,9 @@ class FlowerCluster:
         return proc
 
     def start_superlink(self) -> None:
+        # A database file keeps node registrations across a SuperLink restart, as a deployment would.
         args = [str(BIN / "flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation",
-                *self.superlink_args]
+                "--database", str(self.tmp / "superlink.db"), *self.superlink_args]
         if self.tls:
             args += ["--ssl-certfile", str(self.tls["cert"]), "--ssl-keyfile", str(self.tls["key"]),
                      "--ssl-ca-certfile", str(self.tls["ca"])]
@@ -72,27 +74,38 @@ class FlowerCluster:
         self.wait(lambda: self._listening(self.port), 60, "SuperLink to listen")
 
     def start_supernode(self, name: str) -> None:
-        args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+        port = free_port()
+        self.ports[f"supernode-{name}"] = port
+        args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
                 "--node-config", f'name="{name}" state-dir="{self.tmp / "nodes"}"', *self.supernode_args.get(name, ())]
         args += ["--root-certificates", str(self.tls["ca"])] if self.tls else ["--insecure"]
         self._start(f"supernode-{name}", args)
 
-    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120) -> str:
+    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120, join_timeout: float = 90) -> str:
         path = self.tmp / f"{config['run_name']}.yaml"
         path.write_text(yaml.safe_dump(config))
-        overrides = f'config="{path}" resume={str(resume).lower()} phase-timeout={float(phase_timeout)} join-timeout=90.0'
+        overrides = f'config="{path}" resume={str(resume).lower()} phase-timeout={float(phase_timeout)} join-timeout={float(join_timeout)}'
         out = subprocess.run([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local", "--run-config", overrides],
                              env=self.env, capture_output=True, text=True, timeout=120)
         assert "Successfully started run" in out.stdout, out.stdout + out.stderr
         return out.stdout
 
     def kill(self, key: str) -> None:
+        """Kill a component with the apps it runs (Flower starts those in sessions of their own)."""
+        import psutil
+
         proc = self.procs.pop(key)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(timeout=30)
+        address = f"127.0.0.1:{self.ports[key]}"
+        app = "flwr-serverapp" if key == "superlink" else "flwr-clientapp"
+        for other in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(other.info["cmdline"] or ())
+            if app in cmdline and address in cmdline:
+                other.kill()
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.tmp.glob("*.log"))
@@ -126,3 +139,53 @@ def finished(run_dir: Path, rounds: int):
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return False
     return check
+
+
+def self_signed_tls(directory: Path) -> dict:
+    """A throwaway CA and a SuperLink certificate for 127.0.0.1/localhost, signed by it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmkt test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return paths
+
+
+def supernode_keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """An EC key pair in OpenSSH form, as SuperNode authentication expects."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH))
+    return private, public

@@ -1,12 +1,13 @@
 """FedMKT on a real Flower deployment: SuperLink and two SuperNodes as processes on loopback."""
 
 import json
+import subprocess
 
 import pytest
 
 from fedmkt.config import parse_config
 from fedmkt.federation.local import LocalFederation
-from tests.flower_cluster import FlowerCluster, finished, metrics, tiny_config
+from tests.flower_cluster import BIN, FlowerCluster, finished, metrics, tiny_config
 
 pytestmark = pytest.mark.flower
 
@@ -79,3 +80,30 @@ def test_server_killed_after_round_one_resumes_and_finishes(cluster, tmp_path, l
     cluster.wait(finished(run_dir, 2), 420, "the resumed run to finish round 2")
     # Nothing lost or counted twice: the resumed run equals one that never stopped.
     assert_same_rounds(metrics(run_dir), local_reference, 2)
+
+
+def test_tls_and_supernode_authentication(tmp_path):
+    from tests.flower_cluster import self_signed_tls, supernode_keys
+
+    tls = self_signed_tls(tmp_path / "tls")
+    private, public = supernode_keys(tmp_path / "tls", "stem")
+    intruder_private, _ = supernode_keys(tmp_path / "tls", "intruder")
+    cluster = FlowerCluster(tmp_path, tls=tls, superlink_args=("--enable-supernode-auth",),
+                            supernode_args={"stem": ("--auth-supernode-private-key", str(private)),
+                                            "hum": ("--auth-supernode-private-key", str(intruder_private))})
+    try:
+        cluster.start_superlink()
+        registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
+                                    env=cluster.env, capture_output=True, text=True, timeout=60)
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        cluster.start_supernode("stem")
+        cluster.start_supernode("hum")  # its key was never registered
+        config = tiny_config(tmp_path / "runs", "tls", rounds=1)
+        cluster.run(config, phase_timeout=60, join_timeout=30)
+        run_dir = tmp_path / "runs" / "tls"
+        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with an authenticated SuperNode")
+        record = metrics(run_dir)["rounds"][0]
+        assert "stem" in record["kd_loss"]
+        assert "hum" in record["dropped"]  # refused by the SuperLink: never joined
+    finally:
+        cluster.stop()
