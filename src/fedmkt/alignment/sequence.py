@@ -3,8 +3,8 @@
 Two distributions are comparable when both predict the token that starts at the same character of
 the same text. With character offsets that tile the text (validated per example), that is a
 sorted merge of token boundaries: linear time. Otherwise we fall back to dynamic time warping
-(DTW) with edit-distance cost between canonical token texts (the FuseLLM / FedMKT method), compiled
-with numba, and accept its one-to-one matches of identical text. DTW runs on the answer window only
+(DTW) with edit-distance cost between canonical token texts (the FuseLLM / FedMKT method): costs
+from rapidfuzz's C++ cdist, the recurrence compiled with numba, and accept its one-to-one matches of identical text. DTW runs on the answer window only
 (the last prompt token and the answer), since the prompt/answer boundary is shared by construction.
 Results are cached per public set and tokenizer pair: the public set does not change across rounds.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
 
 from fedmkt.data.encoding import Encoded
 
@@ -28,42 +30,13 @@ def align_by_offsets(receiver: Encoded, sender: Encoded) -> np.ndarray:
     return np.where(hit, at_clipped, UNALIGNED).astype(np.int64)
 
 
-def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(t) for t in texts])
-    joined = "".join(texts)
-    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int32)
-    return points, offsets
-
-
 @numba.njit(cache=True, nogil=True)
-def _levenshtein(a: np.ndarray, b: np.ndarray, row: np.ndarray) -> int:
-    n, m = len(a), len(b)
-    for j in range(m + 1):
-        row[j] = j
-    for i in range(1, n + 1):
-        diagonal = row[0]
-        row[0] = i
-        for j in range(1, m + 1):
-            above = row[j]
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            row[j] = min(above + 1, row[j - 1] + 1, diagonal + cost)
-            diagonal = above
-    return row[m]
-
-
-@numba.njit(cache=True, nogil=True)
-def _dtw_matches(a_pts, a_off, b_pts, b_off):
-    n, m = len(a_off) - 1, len(b_off) - 1
-    longest = 1
-    for j in range(m):
-        longest = max(longest, b_off[j + 1] - b_off[j])
-    row = np.empty(longest + 1, dtype=np.int64)
+def _dtw_path(cost: np.ndarray):
+    """DTW over an [n, m] cost matrix; backtrace prefers diagonal, then up, then left on ties."""
+    n, m = cost.shape
     acc = np.empty((n, m), dtype=np.float64)
     for i in range(n):
-        a = a_pts[a_off[i]:a_off[i + 1]]
         for j in range(m):
-            cost = _levenshtein(a, b_pts[b_off[j]:b_off[j + 1]], row)
             if i == 0 and j == 0:
                 best = 0.0
             elif i == 0:
@@ -72,8 +45,7 @@ def _dtw_matches(a_pts, a_off, b_pts, b_off):
                 best = acc[i - 1, 0]
             else:
                 best = min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
-            acc[i, j] = cost + best
-    # Backtrace from the end, preferring diagonal, then up, then left on ties.
+            acc[i, j] = cost[i, j] + best
     out_i = np.empty(n + m, dtype=np.int64)
     out_j = np.empty(n + m, dtype=np.int64)
     count = 0
@@ -96,10 +68,15 @@ def _dtw_matches(a_pts, a_off, b_pts, b_off):
 
 
 def dtw_matches(a: list[str], b: list[str]) -> list[tuple[int, int]]:
-    """The DTW path between two token-text sequences (edit-distance cost), compiled."""
+    """The DTW path between two token-text sequences with edit-distance cost.
+
+    The cost matrix comes from rapidfuzz's C++ cdist in one call; the recurrence and backtrace are
+    compiled with numba.
+    """
     if not a or not b:
         return []
-    ai, bj = _dtw_matches(*_codepoints(a), *_codepoints(b))
+    cost = process.cdist(a, b, scorer=Levenshtein.distance, dtype=np.int32)
+    ai, bj = _dtw_path(cost)
     return list(zip(ai.tolist(), bj.tolist()))
 
 

@@ -5,8 +5,11 @@ Tokens are first canonicalised to the text they stand for, so that `Ġthe` (byte
 are not whole UTF-8 characters (byte-level pieces, SentencePiece `<0xNN>` fallbacks) become lone
 surrogates via 'surrogateescape', identical across schemes.
 
-Exact matches are taken first (lowest receiver id wins). The rest are searched with rapidfuzz's
-C++ Levenshtein (`process.cdist`, all cores) in rings of growing length difference: a target whose
+Exact matches are taken first (lowest receiver id wins). In the rest, characters that occur in no
+receiver token can never match, so they are all replaced by one sentinel character that occurs in
+none either: no distance changes, but many queries (most tokens of scripts the receiver lacks)
+become duplicates and are searched once. The distinct queries are searched with rapidfuzz's C++
+Levenshtein (`process.cdist`, all cores) in rings of growing length difference: a target whose
 length differs by d is at distance >= d, so once a query's best distance is <= r no longer ring can
 beat or tie it. The answer is the exact minimum with ties broken by the lowest receiver id, hence
 deterministic. Maps are cached on disk keyed by both vocabularies.
@@ -63,8 +66,18 @@ def _scheme(tokenizer: PreTrainedTokenizerBase) -> str:
     return "generic"
 
 
+_CANONICAL: dict[str, list[str]] = {}
+
+
 def canonical_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The text each token id stands for, comparable across tokenizers."""
+    """The text each token id stands for, comparable across tokenizers (memoized per vocabulary)."""
+    key = tokenizer_fingerprint(tokenizer)
+    if key not in _CANONICAL:
+        _CANONICAL[key] = _canonical_tokens(tokenizer)
+    return _CANONICAL[key]
+
+
+def _canonical_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = set(tokenizer.all_special_tokens)
     scheme = _scheme(tokenizer)
@@ -112,11 +125,14 @@ def min_edit_distance(queries: list[str], targets: list[str]) -> tuple[np.ndarra
     first_of: dict[str, int] = {}
     for j, t in enumerate(targets):
         first_of.setdefault(t, j)
-    pending: dict[str, list[int]] = {}  # unmatched distinct query text -> query indices
+    alphabet = set().union(*map(set, targets)) if targets else set()
+    sentinel = next(chr(c) for c in range(0xE000, 0x110000) if chr(c) not in alphabet)
+    pending: dict[str, list[int]] = {}  # unmatched distinct query text (alien chars folded) -> indices
     for i, q in enumerate(queries):
         j = first_of.get(q)
         if j is None:
-            pending.setdefault(q, []).append(i)
+            folded = q if all(c in alphabet for c in q) else "".join(c if c in alphabet else sentinel for c in q)
+            pending.setdefault(folded, []).append(i)
         else:
             best_id[i], best_d[i] = j, 0
     if not pending:

@@ -175,8 +175,14 @@ class Coordinator:
         return record
 
     # -- whole run ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Server-side setup before round 1: a vocabulary map and alignments per client tokenizer."""
+        for name in self.clients:
+            self.server.sender_view(self._client_tokenizer(name))
+
     def run(self, resume: bool = False) -> Path:
         config = self.config
+        self.prepare()
         completed = self._restore() if resume else 0
         started = time.perf_counter() - self.metrics.get("wall_s", 0.0)
         if completed == 0:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from fedmkt.alignment.vocab import build_vocab_map
 from fedmkt.config import RunConfig
 from fedmkt.data.mmlu import load_mmlu
 from fedmkt.data.splits import FederatedSplit, split_questions
@@ -112,10 +111,10 @@ class LocalFederation:
         return [self.server, *(r.party for r in self.runtimes.values())]
 
     def prepare(self) -> None:
-        """Vocabulary maps in both directions before round 1 (cached on disk for later runs)."""
+        """Setup before round 1: vocabulary maps both ways (cached on disk), alignments, encodings."""
+        self.coordinator.prepare()
         for runtime in self.runtimes.values():
-            build_vocab_map(runtime.party.tokenizer, self.server.tokenizer)
-            build_vocab_map(self.server.tokenizer, runtime.party.tokenizer)
+            runtime.party.sender_view(self.server.tokenizer)
 
     def run_round(self, round_no: int) -> dict:
         return self.coordinator.run_round(round_no)

@@ -72,7 +72,6 @@ class Party:
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)
         self.clock = ComputeClock()
         self.progress = progress
-        self._canonical: list[str] | None = None
         self._senders: dict[str, _SenderView] = {}
         self._knowledge: KnowledgePacket | None = None
         self.train_calls = 0
@@ -85,11 +84,6 @@ class Party:
     def _next_seed(self) -> int:
         self.train_calls += 1
         return self.seed * 1000 + self.train_calls
-
-    def canonical(self) -> list[str]:
-        if self._canonical is None:
-            self._canonical = canonical_tokens(self.tokenizer)
-        return self._canonical
 
     def share_knowledge(self) -> KnowledgePacket:
         """Knowledge on the public set; computed once per model state (absorb reuses what was sent)."""
@@ -106,22 +100,27 @@ class Party:
                           self.progress, f"{self.name}: {description}", **kd)
 
     def _view(self, peer: Peer) -> _SenderView:
-        """Vocabulary map and sequence aligner for a sender: built once, reused every round."""
         fingerprint = tokenizer_fingerprint(peer.tokenizer)
         if peer.packet.tokenizer != fingerprint:
             raise PacketError(
                 f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
                 f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
+        return self.sender_view(peer.tokenizer)
+
+    def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> _SenderView:
+        """Vocabulary map, sequence aligner and public encoding for a sender's tokenizer: built once
+        (ahead of round 1 when the runner prepares), reused every round."""
+        fingerprint = tokenizer_fingerprint(tokenizer)
         view = self._senders.get(fingerprint)
         if view is None:
-            other = canonical_tokens(peer.tokenizer) if fingerprint != self.fingerprint else self.canonical()
-            view = _SenderView(
-                vmap=build_vocab_map(peer.tokenizer, self.tokenizer),
-                aligner=SequenceAligner(self.canonical(), other),
-                public={e.uid: e for e in (self.public if fingerprint == self.fingerprint else
-                                          [encode(peer.tokenizer, e.uid, *self._texts[e.uid], self.train_spec.max_length)
-                                           for e in self.public])},
-            )
+            same = fingerprint == self.fingerprint
+            public = self.public if same else [encode(tokenizer, e.uid, *self._texts[e.uid], self.train_spec.max_length)
+                                               for e in self.public]
+            view = _SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
+                               aligner=SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer)),
+                               public={e.uid: e for e in public})
+            for e in public:  # the alignments too: the public set never changes
+                view.aligner.align(self.public_by_uid[e.uid], e)
             self._senders[fingerprint] = view
         return view
 
