@@ -15,6 +15,7 @@ Node config (`flower-supernode --node-config`):
   name           which client of the config this node is (required)
   state-dir      where it keeps its adapters (default: ~/.cache/fedmkt/nodes)
   model          optional local source of its SLM (same tokenizer as the config names)
+  domains        optional comma-separated MMLU domains of its private data (default: the config's)
 """
 
 from __future__ import annotations
@@ -122,10 +123,15 @@ def _runtime(message: Message, context: Context) -> proto.ClientRuntime:
     config = parse_config(json.loads(payload["config"]))
     if name not in [c.name for c in config.clients]:
         raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
+    # The node's own word on its SLM and its private data wins over the server's config.
+    update = {}
     if context.node_config.get("model"):
-        clients = [c.model_copy(update={"model": ModelSpec(source=str(context.node_config["model"]))})
-                   if c.name == name else c for c in config.clients]
-        config = config.model_copy(update={"clients": clients})
+        update["model"] = ModelSpec(source=str(context.node_config["model"]))
+    if context.node_config.get("domains"):
+        update["domains"] = [d.strip() for d in str(context.node_config["domains"]).split(",") if d.strip()]
+    if update:
+        config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
+                                                       for c in config.clients]})
     key = (name, payload["config"])
     if key not in _RUNTIMES:
         # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
