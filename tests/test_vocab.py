@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
