@@ -190,6 +190,17 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
 
 
+_PEERS: dict[str, PreTrainedTokenizerBase] = {}
+
+
+def peer_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """A peer's tokenizer by its model source, loaded once per process (the server needs each
+    client's, a client the server's)."""
+    if source not in _PEERS:
+        _PEERS[source] = load_tokenizer(source)
+    return _PEERS[source]
+
+
 def _tiny_model(entry: PackagedModel, vocab_size: int, seed: int) -> torch.nn.Module:
     from transformers import AutoConfig
 

@@ -28,7 +28,7 @@ from fedmkt.federation import protocol as proto
 from fedmkt.federation.protocol import ClientFailure
 from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
-from fedmkt.models import load_tokenizer
+from fedmkt.models import peer_tokenizer
 from fedmkt.report import write_summary
 
 
@@ -67,15 +67,11 @@ class Coordinator:
         self.console = console or Console()
         self.clients = [c.name for c in config.clients]
         self.client_sources = {c.name: c.model.source for c in config.clients}
-        self._tokenizers: dict[str, object] = {}
         self.metrics: dict = {}
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _client_tokenizer(self, name: str):
-        source = self.client_sources[name]
-        if source not in self._tokenizers:
-            self._tokenizers[source] = load_tokenizer(source)
-        return self._tokenizers[source]
+        return peer_tokenizer(self.client_sources[name])
 
     def _call(self, phase: str, payloads: dict[str, dict], dropped: dict[str, str]) -> dict[str, dict]:
         replies = self.transport.call(phase, payloads)

@@ -41,10 +41,9 @@ def federated_split(config: RunConfig, questions=None) -> FederatedSplit:
 
 
 def make_server(config: RunConfig, split: FederatedSplit, progress=None) -> Party:
-    party = Party("server", load_model(config.server, seed=config.seed), lora=config.lora, train=config.train,
-                  fedmkt=config.fedmkt, public=split.public, seed=config.seed, progress=progress)
-    party.eval_scoring = config.data.eval_scoring
-    return party
+    return Party("server", load_model(config.server, seed=config.seed), lora=config.lora, train=config.train,
+                  fedmkt=config.fedmkt, public=split.public, seed=config.seed, progress=progress,
+                  eval_scoring=config.data.eval_scoring)
 
 
 def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path | None, progress=None) -> ClientRuntime:
@@ -53,8 +52,7 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
     seed = config.seed + 1 + index
     party = ClientParty(name, load_model(spec.model, seed=seed), lora=config.lora, train=config.train,
                         fedmkt=config.fedmkt, public=split.public, seed=seed, progress=progress,
-                        private=split.private[name])
-    party.eval_scoring = config.data.eval_scoring
+                        private=split.private[name], eval_scoring=config.data.eval_scoring)
     return ClientRuntime(party, split.evaluation, store)
 
 

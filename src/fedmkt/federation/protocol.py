@@ -21,7 +21,7 @@ from safetensors.torch import load, load_file, save
 from fedmkt.data.mmlu import Question
 from fedmkt.federation.roles import ClientParty, Peer
 from fedmkt.knowledge import KnowledgePacket
-from fedmkt.models import load_tokenizer
+from fedmkt.models import peer_tokenizer
 
 SHARE = "train.share"  # private SFT, then knowledge on the public set -> packet bytes
 DISTILL = "train.distill"  # absorb the LLM's packet -> statistics
@@ -57,7 +57,6 @@ class ClientRuntime:
         self.evaluation = evaluation
         self.store = store
         self.state = {"round": 0, "phase": "init", "step": 0}
-        self._tokenizers: dict[str, object] = {}
         if store is not None and not (self._dir("round-0") / "adapter_model.safetensors").is_file():
             self._write(self._dir("round-0"))
 
@@ -99,11 +98,6 @@ class ClientRuntime:
             if snapshot:
                 self._write(self._dir(f"round-{round_no}"))
 
-    def _tokenizer(self, source: str):
-        if source not in self._tokenizers:
-            self._tokenizers[source] = load_tokenizer(source)
-        return self._tokenizers[source]
-
     def handle(self, phase: str, payload: dict) -> dict:
         """Serve one request; the reply says how long the model computed ("compute_s")."""
         before = self.party.clock.seconds
@@ -120,7 +114,7 @@ class ClientRuntime:
             return {"packet": self.party.share_knowledge().to_bytes(), "private_loss": float(loss)}
         if phase == DISTILL:
             packet = KnowledgePacket.from_bytes(payload["packet"])
-            stats = self.party.absorb([Peer(packet, self._tokenizer(str(payload["tokenizer"])))])
+            stats = self.party.absorb([Peer(packet, peer_tokenizer(str(payload["tokenizer"])))])
             self._persist(round_no, "distill", snapshot=True)
             reply = {"loss": stats.loss}
             reply.update({f"selected.{k}": v for k, v in stats.selected.items()})

@@ -59,7 +59,7 @@ class AbsorbStats:
 
 class Party:
     def __init__(self, name: str, loaded: LoadedModel, lora: LoraSpec, train: TrainSpec, fedmkt: FedMKTSpec,
-                 public: list[Question], seed: int = 0, progress=None):
+                 public: list[Question], seed: int = 0, progress=None, eval_scoring: str = "letter"):
         self.name = name
         self.source = loaded.name
         self.tokenizer = loaded.tokenizer
@@ -75,7 +75,7 @@ class Party:
         self._senders: dict[str, _SenderView] = {}
         self._knowledge: KnowledgePacket | None = None
         self.train_calls = 0
-        self.eval_scoring = "letter"
+        self.eval_scoring = eval_scoring
 
     @property
     def pad_id(self) -> int:
