@@ -14,7 +14,7 @@ def tiny():
 def test_letter_fast_path_equals_the_general_scorer(tiny, mmlu, monkeypatch):
     questions = mmlu[:12]
     fast = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
-    monkeypatch.setattr(evaluation, "_single_token_letters", lambda tok: None)
+    monkeypatch.setattr(evaluation, "_single_token_letters", lambda tok, count: None)
     slow = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
     assert fast == slow and fast["n"] == 12
 

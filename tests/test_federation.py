@@ -92,3 +92,21 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, mmlu):
     with pytest.raises(FileExistsError, match="already exists"):
         LocalFederation(tiny_config(tmp_path, rounds=1), questions=mmlu)
     assert (tmp_path / "t" / "metrics.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("method", ["standalone", "fedavg", "centralized"])
+def test_baselines_train_only_their_parties(tmp_path, mmlu, method):
+    federation = LocalFederation(tiny_config(tmp_path, method=method, rounds=1), questions=mmlu)
+    before = initial_adapters(federation)
+    run_dir = federation.run()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = set(metrics["rounds"][0]["evaluation"])
+    server_trains = method == "centralized"
+    assert changed(before["server"], run_dir, "server", 1) == server_trains
+    assert evaluated == ({"server"} if server_trains else {"stem", "hum"})
+    if not server_trains:
+        stem = load_file(str(run_dir / "round-1" / "stem" / "adapter_model.safetensors"))
+        hum = load_file(str(run_dir / "round-1" / "hum" / "adapter_model.safetensors"))
+        assert changed(before["stem"], run_dir, "stem", 1) and changed(before["hum"], run_dir, "hum", 1)
+        assert all(torch.equal(stem[k], hum[k]) for k in stem) == (method == "fedavg")
+    assert metrics["rounds"][0]["bytes"]["up_per_client"] == 0  # no knowledge crosses in a baseline

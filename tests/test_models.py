@@ -49,3 +49,30 @@ def test_local_hf_directory_round_trip(tmp_path, smol_tok):
     assert again.model.dtype == torch.bfloat16
     assert torch.allclose(again.model.model.embed_tokens.weight.float(),
                           loaded.model.model.embed_tokens.weight.bfloat16().float())
+
+
+def test_layer_pruned_model_keeps_evenly_spaced_layers_and_generates():
+    import dataclasses
+
+    import torch
+
+    from fedmkt.config import ModelSpec
+    from fedmkt.models import PACKAGED, _tiny_model, load_model, load_tokenizer, prune_layers
+
+    entry = PACKAGED["gemma3-270m"]
+    six = dataclasses.replace(entry, tiny_config={**entry.tiny_config, "num_hidden_layers": 6,
+                                                     "layer_types": ["sliding_attention"] * 5 + ["full_attention"]})
+    tok = load_tokenizer("gemma3-270m")
+    model = _tiny_model(six, len(tok), 0)
+    original = list(model.model.layers)
+    assert prune_layers(model, 3) == [0, 2, 5]  # first and last always kept
+    assert [id(layer) for layer in model.model.layers] == [id(original[i]) for i in (0, 2, 5)]
+    assert model.config.num_hidden_layers == 3 and len(model.config.layer_types) == 3
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2]
+    ids = tok("Hello there", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False, use_cache=True)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+    pruned = load_model(ModelSpec(source="tiny:gemma3-270m", keep_layers=1))
+    assert len(pruned.model.model.layers) == 1 and len(pruned.tokenizer) == len(tok)
+    with pytest.raises(ValueError, match="keep_layers"):
+        load_model(ModelSpec(source="tiny:gemma3-270m", keep_layers=40))

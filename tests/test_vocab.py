@@ -66,3 +66,17 @@ def test_cache_is_keyed_by_both_vocabularies(smol_tok, gemma_tok, tmp_path, monk
     assert len(files) == 1 and tokenizer_fingerprint(smol_tok) in files[0].name
     again = build_vocab_map(smol_tok, gemma_tok)
     assert np.array_equal(first.target_ids, again.target_ids)
+
+
+def test_search_matches_pairwise_distances_on_long_and_unicode_texts():
+    # Long texts, lone surrogates (raw bytes) and characters only some texts have.
+    from rapidfuzz.distance import Levenshtein
+
+    rng = np.random.default_rng(1)
+    alphabet = list("ab cé中\udc80")
+    targets = ["".join(rng.choice(alphabet, size=rng.integers(0, 90))) for _ in range(300)]
+    queries = ["".join(rng.choice(alphabet, size=rng.integers(1, 90))) for _ in range(120)]
+    ids, dist = min_edit_distance(queries, targets)
+    for q, j, d in zip(queries, ids, dist):
+        all_d = [Levenshtein.distance(q, t) for t in targets]
+        assert d == min(all_d) and j == all_d.index(d)

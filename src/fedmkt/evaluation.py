@@ -5,23 +5,28 @@ scoring="text": each choice's continuation (" B. <choice>") is scored;
 scoring="letter": the continuation is the letter alone (" B"), as lm-eval scores MMLU. When every
     letter is one token, one forward pass of the prompt scores all choices (4x cheaper than text);
     the continuations have equal length, so acc_norm equals acc.
+Free-text questions are answered greedily (up to the first newline) and scored by ROUGE-L F1 against
+the best reference: the longest common subsequence of lower-cased alphanumeric words (the tokenisation
+of Google's rouge-score), computed by rapidfuzz.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
+from rapidfuzz.distance import LCSseq
 from transformers import PreTrainedTokenizerBase
 
 from fedmkt.data.encoding import batches, encode
-from fedmkt.data.mmlu import Question
-from fedmkt.data.mmlu import LETTERS
+from fedmkt.data.questions import LETTERS, Question
 from fedmkt.data.prompts import choice_text, prompt_text
 from fedmkt.training import ComputeClock, tail_logits
 
 
-def _single_token_letters(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
-    ids = [tokenizer(f" {letter}", add_special_tokens=False)["input_ids"] for letter in LETTERS]
+def _single_token_letters(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int] | None:
+    ids = [tokenizer(f" {letter}", add_special_tokens=False)["input_ids"] for letter in LETTERS[:count]]
     return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
 
 
@@ -39,8 +44,8 @@ def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_si
         batch = batch.to(device)
         with clock.measure():
             logits = tail_logits(model, batch)[:, -1].float()  # the prompt's last position: predicts the letter
-        picks = logits[:, letter_ids].argmax(-1).cpu().numpy()
-        correct += int(sum(p == q.answer for p, q in zip(picks, questions[at:at + len(chunk)])))
+        for row, q in zip(logits, questions[at:at + len(chunk)]):
+            correct += int(row[letter_ids[:len(q.choices)]].argmax().item() == q.answer)
         at += len(chunk)
     n = max(len(questions), 1)
     return {"acc": correct / n, "acc_norm": correct / n, "n": len(questions)}
@@ -54,7 +59,7 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
     if scoring == "letter":
-        letter_ids = _single_token_letters(tokenizer)
+        letter_ids = _single_token_letters(tokenizer, max((len(q.choices) for q in questions), default=0))
         if letter_ids is not None:
             return _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock)
     rows = []
@@ -83,3 +88,62 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
         at += k
     n = max(len(questions), 1)
     return {"acc": correct / n, "acc_norm": correct_norm / n, "n": len(questions)}
+
+
+def primary_metric(result: dict) -> str:
+    """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
+    return "acc" if "acc" in result else "rougeL"
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    cand, ref = re.findall(r"[a-z0-9]+", candidate.lower()), re.findall(r"[a-z0-9]+", reference.lower())
+    if not cand or not ref:
+        return 0.0
+    common = LCSseq.similarity(cand, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(cand), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+@torch.no_grad()
+def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
+                     max_length: int, batch_size: int, max_new_tokens: int = 48,
+                     clock: ComputeClock | None = None) -> list[str]:
+    """Greedy answers, cut at the first newline (prompts end in "Answer:", answers take one line)."""
+    model.eval()
+    device = next(model.parameters()).device
+    clock = clock or ComputeClock()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    # Stop a row at end of text or at its first newline token.
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
+    stops = sorted({tokenizer.eos_token_id, *newline} - {None})
+    answers = []
+    try:
+        for start in range(0, len(questions), batch_size):
+            prompts = [prompt_text(q) for q in questions[start:start + batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length).to(device)
+            with clock.measure():
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+            for row in out[:, enc["input_ids"].shape[1]:]:
+                answers.append(tokenizer.decode(row, skip_special_tokens=True).strip().split("\n")[0])
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+def evaluate_free_text(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,
+                       clock: ComputeClock | None = None) -> dict:
+    answers = generate_answers(model, tokenizer, questions, max_length, batch_size, clock=clock)
+    scores = [max(rouge_l(a, r) for r in q.references) for a, q in zip(answers, questions)]
+    return {"rougeL": float(np.mean(scores)) if scores else 0.0, "n": len(questions)}
+
+
+def evaluate_questions(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,
+                       clock: ComputeClock | None = None, scoring: str = "letter") -> dict:
+    """One evaluation set (one domain): multiple choice or free text."""
+    if questions and questions[0].free_text:
+        return evaluate_free_text(model, tokenizer, questions, max_length, batch_size, clock)
+    return evaluate_multiple_choice(model, tokenizer, questions, max_length, batch_size, clock, scoring)

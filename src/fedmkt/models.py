@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -225,9 +226,28 @@ def load_model(spec: ModelSpec, seed: int = 0) -> LoadedModel:
         else:
             directory = path
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+    if spec.keep_layers is not None:
+        prune_layers(model, spec.keep_layers)
     model = model.to(device=device, dtype=dtype)
     model.config.use_cache = False
     return LoadedModel(name=spec.source, model=model, tokenizer=tokenizer, device=device)
+
+
+def prune_layers(model: torch.nn.Module, keep: int) -> list[int]:
+    """Keep `keep` decoder layers, evenly spaced and including the first and the last (the embedding and
+    the head stay): the cheapest way to a smaller model with the same tokenizer. Returns the kept indices."""
+    layers = model.model.layers
+    if keep > len(layers):
+        raise ValueError(f"field `keep_layers`: the model has {len(layers)} decoder layers, cannot keep {keep}")
+    kept = sorted({int(round(i)) for i in np.linspace(0, len(layers) - 1, keep)})
+    model.model.layers = torch.nn.ModuleList(layers[i] for i in kept)
+    config = model.config
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in kept]
+    config.num_hidden_layers = len(kept)
+    for new_index, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the stack
+    return kept
 
 
 def attach_lora(model: torch.nn.Module, spec: LoraSpec):

@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _row(name: str, evaluation: dict, domains: list[str]) -> str:
-    if name not in evaluation:  # dropped from that round
-        return f"| {name} | " + " | ".join("dropped" for _ in domains) + " | dropped |"
-    cells = [f"{evaluation[name][d]['acc']:.3f} / {evaluation[name][d]['acc_norm']:.3f}" for d in domains]
-    return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name]['mean']['acc']:.3f} |"
+def _cell(result: dict) -> str:
+    if "acc" in result:
+        return f"{result['acc']:.3f} / {result['acc_norm']:.3f}"
+    return f"{result['rougeL']:.3f}"
+
+
+def _row(name: str, evaluation: dict, domains: list[str], dropped: dict) -> str:
+    if name not in evaluation:  # dropped, or not trained by this method (baselines)
+        why = "dropped" if name in dropped else "-"
+        return f"| {name} | " + " | ".join(why for _ in domains) + f" | {why} |"
+    cells = [_cell(evaluation[name][d]) for d in domains]
+    return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name]['mean']['score']:.3f} |"
 
 
 def summary_markdown(metrics: dict) -> str:
@@ -21,24 +28,27 @@ def summary_markdown(metrics: dict) -> str:
         "# FedMKT run summary", "",
         f"- server LLM: `{cfg['server']['source']}`; clients: "
         + ", ".join(f"`{c['name']}` (`{c['model']['source']}`, private: {', '.join(c['domains'])})" for c in cfg["clients"]),
-        f"- rounds: {cfg['fedmkt']['rounds']}, top-K: {cfg['fedmkt']['top_k']}, lambda: {cfg['fedmkt']['ce_weight']}, "
+        f"- method: {cfg['fedmkt'].get('method', 'fedmkt')}, rounds: {cfg['fedmkt']['rounds']}, top-K: {cfg['fedmkt']['top_k']}, lambda: {cfg['fedmkt']['ce_weight']}, "
         f"selection: {cfg['fedmkt']['selection']}, LLM training: {cfg['fedmkt']['llm_training']}, "
         f"FedAvg of SLMs: {cfg['fedmkt']['fedavg_slms']}",
-        f"- data (MMLU): public {metrics['split']['public']}, private {metrics['split']['private']}, "
+        f"- data (MMLU{', BIG-bench ' + ', '.join(cfg['data'].get('bigbench_tasks', [])) if cfg['data'].get('bigbench_tasks') else ''}): public {metrics['split']['public']}, private {metrics['split']['private']}, "
         f"evaluation {metrics['split']['evaluation']}",
         f"- wall time: {metrics.get('wall_s', 0):.0f} s", "",
     ]
-    header = "| party | " + " | ".join(f"{d} acc / acc_norm" for d in domains) + " | mean acc |"
+    first = next(iter(zero.values()))
+    header = "| party | " + " | ".join(f"{d} {'acc / acc_norm' if 'acc' in first[d] else 'ROUGE-L'}" for d in domains) \
+        + " | mean score |"
     sep = "|" + "---|" * (len(domains) + 2)
-    stages = [("zero-shot", zero)] + [(f"after round {r['round']}", r["evaluation"]) for r in metrics["rounds"]]
-    for title, evaluation in stages:
-        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains) for p in parties] + [""]
+    stages = [("zero-shot", zero, {})] + [(f"after round {r['round']}", r["evaluation"], r.get("dropped", {}))
+                                          for r in metrics["rounds"]]
+    for title, evaluation, dropped in stages:
+        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, dropped) for p in parties] + [""]
     if metrics["rounds"]:
         lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "
                   "server picks (self / clients) |", "|---|---|---|---|---|---|---|"]
         for r in metrics["rounds"]:
             picks = r["selection"].get("server", {})
-            pick = " / ".join(f"{v:.2f}" for v in picks.values()) if picks else "LLM frozen"
+            pick = " / ".join(f"{v:.2f}" for v in picks.values()) if picks else "-"
             t = r["timing"]
             lines.append(f"| {r['round']} | {t['wall_s']:.1f} | {t['model_compute_s']:.1f} | {t['overhead_ratio']:.3f} | "
                          f"{r['bytes']['up_per_client']:.0f} | {r['bytes']['down']:.0f} | {pick} |")
@@ -53,4 +63,201 @@ def summary_markdown(metrics: dict) -> str:
 def write_summary(run_dir: Path, metrics: dict) -> Path:
     path = run_dir / "summary.md"
     path.write_text(summary_markdown(metrics))
+    return path
+
+
+# -- experiment grids -------------------------------------------------------------------------
+
+def method_label(config: dict) -> str:
+    spec = config["fedmkt"]
+    method = spec.get("method", "fedmkt")
+    if method != "fedmkt":
+        return {"standalone": "Standalone", "fedavg": "FedAvg", "centralized": "Centralized"}[method]
+    label = "FedMKT" if spec["llm_training"] else "LLM2SLM"
+    return label + (" + FedAvg" if spec["fedavg_slms"] else "")
+
+
+def _model_label(spec: dict) -> str:
+    layers = spec.get("keep_layers")
+    return spec["source"] + (f" ({layers} layers)" if layers else "")
+
+
+def _two_sigma(score_a: float, score_b: float, n: int) -> float:
+    """Two standard errors of a difference of two accuracies on n questions each (binomial)."""
+    p = min(max((score_a + score_b) / 2, 0.05), 0.95)
+    return 2 * (2 * p * (1 - p) / max(n, 1)) ** 0.5
+
+
+def _verdict(diff: float, noise: float) -> str:
+    if diff > noise:
+        return "holds"
+    if diff < -noise:
+        return "does not hold"
+    return "within noise"
+
+
+def _load_cells(grid_dir: Path, grid=None) -> list[dict]:
+    import json
+
+    import yaml
+
+    if grid is None and (grid_dir / "grid.yaml").is_file():
+        from fedmkt.experiment import GridSpec
+
+        grid = GridSpec.model_validate(yaml.safe_load((grid_dir / "grid.yaml").read_text()))
+    names = [c.name for c in grid.cells] if grid else sorted(p.name for p in grid_dir.iterdir() if p.is_dir())
+    scenarios = {c.name: c.scenario for c in grid.cells} if grid else {}
+    cells = []
+    for name in names:
+        path = grid_dir / name / "metrics.json"
+        if not path.is_file():
+            continue
+        metrics = json.loads(path.read_text())
+        cells.append({"name": name, "scenario": scenarios.get(name, ""), "metrics": metrics,
+                      "method": method_label(metrics["config"]),
+                      "final": metrics["rounds"][-1]["evaluation"] if metrics["rounds"] else {}})
+    return cells
+
+
+def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) -> str:
+    first = cells[0]["metrics"]
+    domains = [d for d in next(iter(first["zero_shot"].values())) if d != "mean"]
+    n_eval = sum(first["split"]["evaluation"].values())
+    cfg = first["config"]
+    head = "| method | scenario | cell | " + " | ".join(domains) + " | mean |"
+    sep = "|" + "---|" * (len(domains) + 4)
+
+    def cells_of(result: dict) -> str:
+        return " | ".join(f"{result[d][primary]:.3f}" for d in domains
+                          for primary in ["acc" if "acc" in result[d] else "rougeL"]) + f" | {result['mean']['score']:.3f}"
+
+    lines = [f"# {title}", "",
+             f"Server LLM `{_model_label(cfg['server'])}`. Evaluation: {', '.join(domains)} "
+             f"({first['split']['evaluation']} questions; accuracy, ROUGE-L for free-text tasks); "
+             f"public set {first['split']['public']}, private {first['split']['private']}.", ""]
+    # LLM table: zero-shot, then every cell that trained the server.
+    lines += ["## LLM (server)", "", head, sep,
+              f"| Zero-Shot | - | {cells[0]['name']} (round 0) | {cells_of(first['zero_shot']['server'])} |"]
+    for cell in cells:
+        if "server" in cell["final"]:
+            lines.append(f"| {cell['method']} | {cell['scenario']} | {cell['name']} | {cells_of(cell['final']['server'])} |")
+    # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
+    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(domains) + " | mean |"
+    lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + 5)]
+    seen = set()
+    for cell in cells:
+        for client in cell["metrics"]["config"]["clients"]:
+            model = _model_label(client["model"])
+            if model not in seen and client["name"] in cell["metrics"]["zero_shot"]:
+                seen.add(model)
+                lines.append(f"| Zero-Shot | - | {cell['name']} (round 0) | {model} | "
+                             f"{cells_of(cell['metrics']['zero_shot'][client['name']])} |")
+    for cell in cells:
+        for client in cell["metrics"]["config"]["clients"]:
+            if client["name"] in cell["final"]:
+                lines.append(f"| {cell['method']} | {cell['scenario']} | {cell['name']} | {client['name']} "
+                             f"({_model_label(client['model'])}) | {cells_of(cell['final'][client['name']])} |")
+    lines += ["", *claims_markdown(cells, n_eval)]
+    # Per-round selection rates of DualMinCE.
+    rows = []
+    for cell in cells:
+        for r in cell["metrics"]["rounds"]:
+            for receiver, picks in r.get("selection", {}).items():
+                taken = ", ".join(f"{'own' if s == 'self' else s} {v:.2f}" for s, v in picks.items())
+                rows.append(f"| {cell['name']} | {r['round']} | {receiver} | {taken} |")
+    if rows:
+        lines += ["## DualMinCE selection per round", "",
+                  "Fraction of public examples whose soft targets each receiver took from each source.", "",
+                  "| cell | round | receiver | sources |", "|---|---|---|---|", *rows, ""]
+    lines += ["## cost", "", "| cell | method | wall s | model compute s | bytes up per client per round |",
+              "|---|---|---|---|---|"]
+    for cell in cells:
+        rounds = cell["metrics"]["rounds"]
+        compute = sum(r["timing"]["model_compute_s"] for r in rounds)
+        up = sum(r["bytes"]["up_per_client"] for r in rounds) / max(len(rounds), 1)
+        lines.append(f"| {cell['name']} | {cell['method']} | {cell['metrics'].get('wall_s', 0):.0f} | {compute:.0f} | {up:.0f} |")
+    lines.append("")
+    if plots:
+        lines += ["## plots", ""]
+        for name, files in plots.items():
+            lines += [f"![{name}]({f})" for f in files]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def claims_markdown(cells: list[dict], n_eval: int) -> list[str]:
+    """The paper's claims, checked on this grid: SLMs vs standalone, LLM vs zero-shot and vs centralized."""
+    by_method = {}
+    for cell in cells:
+        by_method.setdefault(cell["method"], cell)
+    standalone, centralized = by_method.get("Standalone"), by_method.get("Centralized")
+    rows = []
+
+    def add(claim: str, cell: str, ours: float, base: float, base_name: str) -> None:
+        diff, noise = ours - base, _two_sigma(ours, base, n_eval)
+        rows.append(f"| {claim} | {cell} | {ours:.3f} | {base:.3f} ({base_name}) | {diff:+.3f} | "
+                    f"{noise:.3f} | {_verdict(diff, noise)} |")
+
+    for cell in cells:
+        cfg = cell["metrics"]["config"]
+        if cfg["fedmkt"].get("method", "fedmkt") != "fedmkt":
+            continue
+        for client in cfg["clients"]:
+            name = client["name"]
+            if standalone and name in cell["final"] and name in standalone["final"]:
+                add(f"SLM {name} beats standalone", cell["name"], cell["final"][name]["mean"]["score"],
+                    standalone["final"][name]["mean"]["score"], standalone["name"])
+        if "server" in cell["final"]:
+            server = cell["final"]["server"]["mean"]["score"]
+            add("LLM beats its zero-shot", cell["name"], server,
+                cell["metrics"]["zero_shot"]["server"]["mean"]["score"], "round 0")
+            if centralized and "server" in centralized["final"]:
+                add("LLM matches centralized", cell["name"], server,
+                    centralized["final"]["server"]["mean"]["score"], centralized["name"])
+    if not rows:
+        return []
+    return ["## the paper's claims, checked", "",
+            f"Difference of final mean scores; noise = two standard errors of a difference of two accuracies on "
+            f"{n_eval} questions. 'holds' needs the difference above the noise, 'does not hold' below minus the "
+            f"noise. For 'matches centralized', 'within noise' is the claim holding.", "",
+            "| claim | cell | ours | baseline | difference | noise (2 s.e.) | verdict |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def write_grid_report(grid_dir: Path, grid=None, output: Path | None = None) -> Path:
+    """report.md and plots/ for a grid folder (into `output` if given, e.g. docs/)."""
+    from fedmkt.plots import plot_scores, plot_selection
+
+    cells = _load_cells(grid_dir, grid)
+    if not cells:
+        raise FileNotFoundError(f"no finished or started runs (metrics.json) under {grid_dir}")
+    out = output or grid_dir
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for cell in cells:
+        files = [plot_scores(cell["metrics"], out / "plots" / f"{cell['name']}-scores.png",
+                             f"{cell['name']}: {cell['method']}")]
+        selection = plot_selection(cell["metrics"], out / "plots" / f"{cell['name']}-selection.png",
+                                   f"{cell['name']}: DualMinCE selection")
+        files += [selection] if selection else []
+        plots[cell["name"]] = [f"plots/{f.name}" for f in files]
+    title = f"Experiment grid `{grid.name if grid else grid_dir.name}`"
+    path = out / "report.md"
+    path.write_text(grid_markdown(cells, title, plots))
+    return path
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """summary.md plus its plots for one run folder."""
+    import json
+
+    from fedmkt.plots import plot_scores, plot_selection
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "plots").mkdir(exist_ok=True)
+    files = [plot_scores(metrics, run_dir / "plots" / "scores.png", run_dir.name),
+             plot_selection(metrics, run_dir / "plots" / "selection.png", f"{run_dir.name}: DualMinCE selection")]
+    path = write_summary(run_dir, metrics)
+    with path.open("a") as summary:
+        summary.write("\n## plots\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n" for f in files if f) + "\n")
     return path

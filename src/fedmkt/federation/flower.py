@@ -155,6 +155,7 @@ def _serve(phase: str):
 
 
 client_app.train("share")(_serve(proto.SHARE))
+client_app.train("private")(_serve(proto.PRIVATE))
 client_app.train("distill")(_serve(proto.DISTILL))
 client_app.train("adapter")(_serve(proto.SET_ADAPTER))
 client_app.query("adapter")(_serve(proto.GET_ADAPTER))

@@ -18,7 +18,9 @@ import torch
 from rich.console import Console
 
 from fedmkt.config import RunConfig
+from fedmkt.data.bigbench import load_bigbench
 from fedmkt.data.mmlu import load_mmlu
+from fedmkt.data.questions import Question
 from fedmkt.data.splits import FederatedSplit, split_questions
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import ClientFailure, ClientRuntime
@@ -33,9 +35,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def load_questions(config: RunConfig) -> list[Question]:
+    questions = load_mmlu()
+    if config.data.bigbench_tasks:
+        questions += load_bigbench(config.data.bigbench_tasks)
+    return questions
+
+
 def federated_split(config: RunConfig, questions=None) -> FederatedSplit:
     """The same split on every party: it depends only on the config and its seed."""
-    return split_questions(questions if questions is not None else load_mmlu(),
+    return split_questions(questions if questions is not None else load_questions(config),
                            {c.name: c.domains for c in config.clients}, config.data.public_size,
                            config.data.private_size, config.data.eval_size, config.data.eval_domains, config.seed)
 
@@ -87,7 +96,8 @@ class LocalTransport:
 
 
 class LocalFederation:
-    def __init__(self, config: RunConfig, console: Console | None = None, questions=None, resume: bool = False):
+    def __init__(self, config: RunConfig, console: Console | None = None, questions=None, resume: bool = False,
+                 zero_shot_cache: Path | None = None):
         self.config = config
         self.console = console or Console()
         self.resume = resume
@@ -102,7 +112,7 @@ class LocalFederation:
         self.runtimes = {c.name: make_client(config, c.name, self.split, self.run_dir, self.progress)
                          for c in config.clients}
         self.coordinator = Coordinator(config, self.server, self.split, LocalTransport(self.runtimes),
-                                       self.run_dir, self.console)
+                                       self.run_dir, self.console, zero_shot_cache=zero_shot_cache)
 
     @property
     def parties(self) -> list[Party]:

@@ -18,17 +18,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, load_file, save
 
-from fedmkt.data.mmlu import Question
+from fedmkt.data.questions import Question
 from fedmkt.federation.roles import ClientParty, Peer
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
 
 SHARE = "train.share"  # private SFT, then knowledge on the public set -> packet bytes
+PRIVATE = "train.private"  # private SFT only (standalone and FedAvg baselines)
 DISTILL = "train.distill"  # absorb the LLM's packet -> statistics
 EVALUATE = "evaluate"  # accuracy on the evaluation sets
 GET_ADAPTER = "query.adapter"  # the LoRA adapter (FedAvg)
 SET_ADAPTER = "train.adapter"  # replace the LoRA adapter (FedAvg result)
-PHASES = (SHARE, DISTILL, EVALUATE, GET_ADAPTER, SET_ADAPTER)
+PHASES = (SHARE, PRIVATE, DISTILL, EVALUATE, GET_ADAPTER, SET_ADAPTER)
 
 
 class ClientFailure(RuntimeError):
@@ -86,8 +87,9 @@ class ClientRuntime:
             stored = json.loads((latest / "state.json").read_text())
             if stored != self.state:
                 self._read(latest)
-        if phase == SHARE:
-            done = (self.state["round"] == round_no - 1 and self.state["phase"] in ("distill", "adapter", "init"))
+        if phase in (SHARE, PRIVATE):  # a round's first phase
+            done = (self.state["round"] == round_no - 1
+                    and self.state["phase"] in ("distill", "private", "adapter", "init"))
             if not done:  # the server is repeating a round (it resumed): start from the round before
                 self._read(self._dir(f"round-{round_no - 1}"))
 
@@ -112,6 +114,10 @@ class ClientRuntime:
             loss = self.party.train_private()
             self._persist(round_no, "share", snapshot=False)
             return {"packet": self.party.share_knowledge().to_bytes(), "private_loss": float(loss)}
+        if phase == PRIVATE:
+            loss = self.party.train_private()
+            self._persist(round_no, "private", snapshot=True)
+            return {"private_loss": float(loss)}
         if phase == DISTILL:
             packet = KnowledgePacket.from_bytes(payload["packet"])
             stats = self.party.absorb([Peer(packet, peer_tokenizer(str(payload["tokenizer"])))])

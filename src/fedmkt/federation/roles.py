@@ -22,10 +22,10 @@ from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap, build_vocab_map, canonical_tokens, tokenizer_fingerprint
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
 from fedmkt.data.encoding import Encoded, encode
-from fedmkt.data.mmlu import Question
+from fedmkt.data.questions import Question
 from fedmkt.data.prompts import answer_text, prompt_text
 from fedmkt.distill import select_sources
-from fedmkt.evaluation import evaluate_multiple_choice
+from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora
 from fedmkt.training import ComputeClock, extract_knowledge, train_lora
@@ -76,6 +76,7 @@ class Party:
         self._knowledge: KnowledgePacket | None = None
         self.train_calls = 0
         self.eval_scoring = eval_scoring
+        self._pooled: tuple[list[int], list[Encoded]] | None = None  # (uids, encodings) of centralized SFT
 
     @property
     def pad_id(self) -> int:
@@ -168,9 +169,17 @@ class Party:
                    for p, a, t in zip(peers, aligned_counts, total_positions)}
         return AbsorbStats(loss=loss, selected=selected, aligned_fraction=aligned)
 
+    def train_supervised(self, questions: list[Question], epochs: int) -> float:
+        """Plain SFT on labelled questions (the centralized baseline pools everyone's data here)."""
+        cached = self._pooled
+        if cached is None or cached[0] != [q.uid for q in questions]:
+            cached = ([q.uid for q in questions], encode_questions(self.tokenizer, questions, self.train_spec.max_length))
+            self._pooled = cached
+        return self._train(cached[1], epochs, "centralized SFT")
+
     def evaluate(self, questions: list[Question]) -> dict:
-        return evaluate_multiple_choice(self.model, self.tokenizer, questions, self.train_spec.max_length,
-                                        self.train_spec.batch_size, self.clock, scoring=self.eval_scoring)
+        return evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
+                                  self.train_spec.batch_size, self.clock, scoring=self.eval_scoring)
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict

@@ -1,0 +1,108 @@
+"""BIG-bench JSON tasks, taken from the `bigbench` source distribution on PyPI.
+
+The sdist (about 360 MB) carries every task's task.json under bigbench/benchmark_tasks/. We fetch it
+once with `pip download --no-deps`, extract only the task files asked for into the fedmkt cache, and
+delete the archive. Set FEDMKT_BIGBENCH_SDIST to an already downloaded archive to skip the download.
+
+A task is named by its folder under benchmark_tasks ("social_iqa",
+"natural_instructions/subtask026_drop_question_generation"); that name is also its domain.
+Examples with `target_scores` become multiple-choice questions (choices shuffled per example with a
+fixed seed, since many tasks list the right answer first); examples with `target` become free-text
+questions scored by ROUGE-L.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+from fedmkt.data.questions import LETTERS, Question
+from fedmkt.models import cache_root
+
+VERSION = "1.0.0"
+_PREFIX = f"bigbench-{VERSION}/bigbench/benchmark_tasks/"
+
+
+def _cached(task: str) -> Path:
+    return cache_root() / "bigbench" / VERSION / task / "task.json"
+
+
+def _download_sdist(into: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+               f"bigbench=={VERSION}", "-d", str(into)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    archives = list(into.glob("bigbench-*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        raise FileNotFoundError(f"could not download the bigbench sdist ({' '.join(command)}): "
+                                f"{done.stderr.strip()[-500:]}")
+    return archives[0]
+
+
+def ensure_tasks(tasks: list[str]) -> dict[str, Path]:
+    """Paths of the tasks' task.json in the cache, extracting the missing ones in one pass over the sdist."""
+    missing = [t for t in tasks if not _cached(t).is_file()]
+    if missing:
+        given = os.environ.get("FEDMKT_BIGBENCH_SDIST")
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(given) if given else _download_sdist(Path(tmp))
+            wanted = {_PREFIX + t + "/task.json": t for t in missing}
+            with tarfile.open(archive, "r:gz") as sdist:
+                for member in sdist:
+                    task = wanted.pop(member.name, None)
+                    if task is None:
+                        continue
+                    target = _cached(task)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp_file = target.with_suffix(".tmp")
+                    tmp_file.write_bytes(sdist.extractfile(member).read())
+                    tmp_file.replace(target)
+                    if not wanted:
+                        break
+        if wanted:
+            raise FileNotFoundError(f"no BIG-bench task {sorted(wanted.values())} in bigbench {VERSION}")
+    return {t: _cached(t) for t in tasks}
+
+
+def _uid(task: str, index: int) -> int:
+    # Disjoint from MMLU's line numbers (< 10^5) and from other tasks'.
+    return (1 + zlib.crc32(task.encode()) % 10**6) * 10**5 + index
+
+
+def parse_task(task: str, data: dict) -> list[Question]:
+    prefix = data.get("task_prefix", "")
+    questions = []
+    for index, example in enumerate(data.get("examples", [])):
+        text = (prefix + str(example.get("input", ""))).strip()
+        if not text:
+            continue
+        uid = _uid(task, index)
+        scores = example.get("target_scores")
+        if scores:
+            choices = list(scores)
+            best = max(scores.values())
+            if best <= 0 or sum(v == best for v in scores.values()) != 1 or len(choices) > len(LETTERS):
+                continue  # no single right answer: not a multiple-choice question for acc
+            right = choices[[scores[c] for c in choices].index(best)]
+            random.Random(uid).shuffle(choices)
+            questions.append(Question(uid=uid, domain=task, subject=task, question=text,
+                                      choices=tuple(str(c).strip() for c in choices), answer=choices.index(right)))
+        elif example.get("target"):
+            target = example["target"]
+            references = tuple(str(t).strip() for t in (target if isinstance(target, list) else [target]))
+            questions.append(Question(uid=uid, domain=task, subject=task, question=text, references=references))
+    return questions
+
+
+def load_bigbench(tasks: list[str]) -> list[Question]:
+    paths = ensure_tasks(tasks)
+    questions = []
+    for task, path in paths.items():
+        questions += parse_task(task, json.loads(path.read_text(encoding="utf-8")))
+    return questions

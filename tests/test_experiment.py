@@ -1,0 +1,129 @@
+"""Experiment grids on tiny models: every method, resumable after a crash, and the report."""
+
+import json
+
+import pytest
+import yaml
+
+from fedmkt.config import ConfigError
+from fedmkt.experiment import load_grid, run_grid
+from fedmkt.federation.coordinator import Coordinator
+
+BASE = {
+    "seed": 1,
+    "server": {"source": "tiny:gemma3-270m"},
+    "clients": [{"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
+                {"name": "hum", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["humanities"]}],
+    "data": {"public_size": 4, "private_size": 4, "eval_size": 3},
+    "train": {"max_length": 96, "batch_size": 4, "learning_rate": 5e-3},
+    "fedmkt": {"rounds": 1},
+}
+CELLS = [
+    {"name": "fedmkt", "scenario": "homogeneous", "config": {"fedmkt": {"rounds": 2}}},
+    {"name": "llm2slm", "scenario": "homogeneous", "config": {"fedmkt": {"llm_training": False}}},
+    {"name": "standalone", "config": {"fedmkt": {"method": "standalone"}}},
+    {"name": "centralized", "config": {"fedmkt": {"method": "centralized"}}},
+    {"name": "hetero", "scenario": "heterogeneous", "config": {"clients": [
+        {"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
+        {"name": "hum", "model": {"source": "tiny:gemma3-270m", "keep_layers": 1}, "domains": ["humanities"]}]}},
+]
+
+
+def write_grid(tmp_path, cells=CELLS, name="g"):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": BASE, "cells": cells}))
+    return path
+
+
+def test_grid_runs_resumes_and_reports(tmp_path, mmlu, monkeypatch):
+    grid = write_grid(tmp_path)
+    calls = []
+    real = Coordinator.run_round
+
+    def crash_once(self, round_no):  # the first cell dies in its second round, once
+        calls.append((self.run_dir.name, round_no))
+        if (self.run_dir.name, round_no) == ("fedmkt", 2) and calls.count(("fedmkt", 2)) == 1:
+            raise RuntimeError("power cut")
+        return real(self, round_no)
+
+    monkeypatch.setattr(Coordinator, "run_round", crash_once)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_grid(grid, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    grid_dir = run_grid(grid, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    # Round 1 of the crashed cell was not run again; every other cell ran once.
+    assert calls.count(("fedmkt", 1)) == 1 and calls.count(("fedmkt", 2)) == 2
+    assert all(calls.count((c["name"], 1)) == 1 for c in CELLS)
+    before = len(calls)
+    run_grid(grid, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    assert len(calls) == before  # all finished: nothing runs again
+
+    metrics = {c["name"]: json.loads((grid_dir / c["name"] / "metrics.json").read_text()) for c in CELLS}
+    assert len(metrics["fedmkt"]["rounds"]) == 2
+    assert set(metrics["standalone"]["rounds"][0]["evaluation"]) == {"stem", "hum"}
+    assert set(metrics["centralized"]["rounds"][0]["evaluation"]) == {"server"}
+    assert "server" not in metrics["llm2slm"]["rounds"][0]["evaluation"]
+    assert metrics["hetero"]["rounds"][0]["aligned_fraction"]["hum"]["server"] == 1.0  # same tokenizer
+
+    report = (grid_dir / "report.md").read_text()
+    for text in ("## LLM (server)", "## SLMs (clients)", "| Zero-Shot |", "| Centralized |", "| LLM2SLM |",
+                 "| Standalone |", "SLM stem beats standalone", "LLM matches centralized", "LLM beats its zero-shot",
+                 "tiny:gemma3-270m (1 layers)", "## DualMinCE selection per round"):
+        assert text in report, text
+    pngs = sorted(p.name for p in (grid_dir / "plots").glob("*.png"))
+    assert "fedmkt-scores.png" in pngs and "fedmkt-selection.png" in pngs and "standalone-selection.png" not in pngs
+    assert all((grid_dir / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_report_command_writes_elsewhere_and_single_runs(tmp_path, mmlu):
+    from typer.testing import CliRunner
+
+    from fedmkt.cli import app
+
+    grid_dir = run_grid(write_grid(tmp_path, CELLS[2:4], name="small"), tmp_path / "runs",
+                        questions_loader=lambda config: mmlu)
+    out = tmp_path / "docs"
+    result = CliRunner().invoke(app, ["report", str(grid_dir), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file() and (out / "plots" / "centralized-scores.png").is_file()
+    result = CliRunner().invoke(app, ["report", str(grid_dir / "standalone")])
+    assert result.exit_code == 0 and (grid_dir / "standalone" / "plots" / "scores.png").is_file()
+    assert "## plots" in (grid_dir / "standalone" / "summary.md").read_text()
+
+
+def test_bad_cells_are_named_before_anything_runs(tmp_path):
+    bad = [CELLS[0], {"name": "oops", "config": {"fedmkt": {"method": "magic"}}}]
+    with pytest.raises(ConfigError, match=r"cells.1.*oops.*fedmkt.method"):
+        load_grid(write_grid(tmp_path, bad))
+    with pytest.raises(ConfigError, match="unique"):
+        load_grid(write_grid(tmp_path, [CELLS[0], CELLS[0]]))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_changed_cell_is_not_overwritten(tmp_path, mmlu):
+    grid = write_grid(tmp_path, [CELLS[2]])
+    grid_dir = run_grid(grid, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    saved = (grid_dir / "standalone" / "metrics.json").read_text()
+    changed = [{**CELLS[2], "config": {"fedmkt": {"method": "standalone", "private_epochs": 2}}}]
+    with pytest.raises(ConfigError, match="different config"):
+        run_grid(write_grid(tmp_path, changed), tmp_path / "runs", questions_loader=lambda config: mmlu)
+    assert (grid_dir / "standalone" / "metrics.json").read_text() == saved
+
+
+def test_zero_shot_scores_are_shared_between_cells(tmp_path, mmlu, monkeypatch):
+    from fedmkt.federation.roles import Party
+
+    evaluated = []
+    real = Party.evaluate
+
+    def counting(self, questions):
+        evaluated.append(self.name)
+        return real(self, questions)
+
+    monkeypatch.setattr(Party, "evaluate", counting)
+    grid_dir = run_grid(write_grid(tmp_path, [CELLS[2], {**CELLS[2], "name": "again"}]), tmp_path / "runs",
+                        questions_loader=lambda config: mmlu)
+    first = json.loads((grid_dir / "standalone" / "metrics.json").read_text())
+    second = json.loads((grid_dir / "again" / "metrics.json").read_text())
+    assert first["zero_shot"] == second["zero_shot"] and set(first["zero_shot"]) == {"server", "stem", "hum"}
+    # Round 0: 3 parties x 2 domains once; round 1 of each cell: 2 clients x 2 domains.
+    assert len(evaluated) == 3 * 2 + 2 * (2 * 2)
