@@ -96,15 +96,20 @@ def _verdict(diff: float, noise: float) -> str:
     return "within noise"
 
 
-def _load_cells(grid_dir: Path, grid=None) -> list[dict]:
-    import json
-
+def _load_grid(grid_dir: Path, grid=None):
     import yaml
 
     if grid is None and (grid_dir / "grid.yaml").is_file():
         from fedmkt.experiment import GridSpec
 
         grid = GridSpec.model_validate(yaml.safe_load((grid_dir / "grid.yaml").read_text()))
+    return grid
+
+
+def _load_cells(grid_dir: Path, grid=None) -> list[dict]:
+    import json
+
+    grid = _load_grid(grid_dir, grid)
     names = [c.name for c in grid.cells] if grid else sorted(p.name for p in grid_dir.iterdir() if p.is_dir())
     scenarios = {c.name: c.scenario for c in grid.cells} if grid else {}
     cells = []
@@ -124,7 +129,9 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
     domains = [d for d in next(iter(first["zero_shot"].values())) if d != "mean"]
     n_eval = sum(first["split"]["evaluation"].values())
     cfg = first["config"]
-    head = "| method | scenario | cell | " + " | ".join(domains) + " | mean |"
+    zero = first["zero_shot"]["server"]
+    names = [f"{d.rsplit('/', 1)[-1]} ({'acc' if 'acc' in zero[d] else 'ROUGE-L'})" for d in domains]
+    head = "| method | scenario | cell | " + " | ".join(names) + " | mean |"
     sep = "|" + "---|" * (len(domains) + 4)
 
     def cells_of(result: dict) -> str:
@@ -132,9 +139,11 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
                           for primary in ["acc" if "acc" in result[d] else "rougeL"]) + f" | {result['mean']['score']:.3f}"
 
     lines = [f"# {title}", "",
-             f"Server LLM `{_model_label(cfg['server'])}`. Evaluation: {', '.join(domains)} "
-             f"({first['split']['evaluation']} questions; accuracy, ROUGE-L for free-text tasks); "
-             f"public set {first['split']['public']}, private {first['split']['private']}.", ""]
+             f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
+             + ", ".join(f"{d} ({n})" for d, n in first["split"]["evaluation"].items())
+             + " questions; accuracy (letter scoring), ROUGE-L F1 for free-text tasks; 'mean' is the mean over "
+             f"domains. Public set {first['split']['public']} examples, private "
+             + ", ".join(f"{k} {v}" for k, v in first["split"]["private"].items()) + ".", ""]
     # LLM table: zero-shot, then every cell that trained the server.
     lines += ["## LLM (server)", "", head, sep,
               f"| Zero-Shot | - | {cells[0]['name']} (round 0) | {cells_of(first['zero_shot']['server'])} |"]
@@ -142,7 +151,7 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
         if "server" in cell["final"]:
             lines.append(f"| {cell['method']} | {cell['scenario']} | {cell['name']} | {cells_of(cell['final']['server'])} |")
     # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
-    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(domains) + " | mean |"
+    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names) + " | mean |"
     lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + 5)]
     seen = set()
     for cell in cells:
@@ -228,6 +237,7 @@ def write_grid_report(grid_dir: Path, grid=None, output: Path | None = None) -> 
     """report.md and plots/ for a grid folder (into `output` if given, e.g. docs/)."""
     from fedmkt.plots import plot_scores, plot_selection
 
+    grid = _load_grid(grid_dir, grid)
     cells = _load_cells(grid_dir, grid)
     if not cells:
         raise FileNotFoundError(f"no finished or started runs (metrics.json) under {grid_dir}")
