@@ -128,32 +128,37 @@ class RunConfig(_Strict):
         return self
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
+    """Every problem of a pydantic validation, each naming its field."""
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         lines.append(f"field `{where}`: {item['msg']}")
-    return "invalid config: " + "; ".join(lines)
+    return "; ".join(lines)
 
 
 def parse_config(data: dict | None) -> RunConfig:
     try:
         return RunConfig.model_validate(data or {})
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError("invalid config: " + describe(error)) from None
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict | None:
+    """A YAML file whose top level is a mapping (or empty); ConfigError naming the file otherwise."""
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping at the top level, got {type(data).__name__}")
+    return data
 
 
 def load_config(path: str | Path | None) -> RunConfig:
     """Read a YAML config; None gives the embedded default."""
     if path is None:
         return RunConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
-    return parse_config(data)
+    return parse_config(read_yaml_mapping(Path(path), "config"))

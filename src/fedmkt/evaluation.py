@@ -90,11 +90,6 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
     return {"acc": correct / n, "acc_norm": correct_norm / n, "n": len(questions)}
 
 
-def primary_metric(result: dict) -> str:
-    """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
-    return "acc" if "acc" in result else "rougeL"
-
-
 def rouge_l(candidate: str, reference: str) -> float:
     cand, ref = re.findall(r"[a-z0-9]+", candidate.lower()), re.findall(r"[a-z0-9]+", reference.lower())
     if not cand or not ref:

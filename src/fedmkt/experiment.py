@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 
-from fedmkt.config import ConfigError, RunConfig, parse_config
+from fedmkt.config import ConfigError, RunConfig, describe, parse_config, read_yaml_mapping
 
 
 class CellSpec(BaseModel):
@@ -61,17 +61,10 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def load_grid(path: Path) -> tuple[GridSpec, dict[str, RunConfig]]:
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"grid {path} is not valid YAML: {error}") from None
-    try:
-        grid = GridSpec.model_validate(data or {})
+        grid = GridSpec.model_validate(read_yaml_mapping(path, "grid") or {})
     except ValidationError as error:
-        where = "; ".join(f"field `{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"invalid grid {path}: {where}") from None
+        raise ConfigError(f"invalid grid {path}: {describe(error)}") from None
     configs = {}
     for index, cell in enumerate(grid.cells):
         try:

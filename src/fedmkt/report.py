@@ -5,10 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def primary_metric(result: dict) -> str:
+    """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
+    return "acc" if "acc" in result else "rougeL"
+
+
+def metric_name(result: dict) -> str:
+    return "acc" if primary_metric(result) == "acc" else "ROUGE-L"
+
+
 def _cell(result: dict) -> str:
-    if "acc" in result:
+    if primary_metric(result) == "acc":
         return f"{result['acc']:.3f} / {result['acc_norm']:.3f}"
     return f"{result['rougeL']:.3f}"
+
+
+def _cell_header(result: dict) -> str:
+    return "acc / acc_norm" if primary_metric(result) == "acc" else "ROUGE-L"
 
 
 def _row(name: str, evaluation: dict, domains: list[str], dropped: dict) -> str:
@@ -36,7 +49,7 @@ def summary_markdown(metrics: dict) -> str:
         f"- wall time: {metrics.get('wall_s', 0):.0f} s", "",
     ]
     first = next(iter(zero.values()))
-    header = "| party | " + " | ".join(f"{d} {'acc / acc_norm' if 'acc' in first[d] else 'ROUGE-L'}" for d in domains) \
+    header = "| party | " + " | ".join(f"{d} {_cell_header(first[d])}" for d in domains) \
         + " | mean score |"
     sep = "|" + "---|" * (len(domains) + 2)
     stages = [("zero-shot", zero, {})] + [(f"after round {r['round']}", r["evaluation"], r.get("dropped", {}))
@@ -106,10 +119,9 @@ def _load_grid(grid_dir: Path, grid=None):
     return grid
 
 
-def _load_cells(grid_dir: Path, grid=None) -> list[dict]:
+def _load_cells(grid_dir: Path, grid) -> list[dict]:
     import json
 
-    grid = _load_grid(grid_dir, grid)
     names = [c.name for c in grid.cells] if grid else sorted(p.name for p in grid_dir.iterdir() if p.is_dir())
     scenarios = {c.name: c.scenario for c in grid.cells} if grid else {}
     cells = []
@@ -130,13 +142,13 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
     n_eval = sum(first["split"]["evaluation"].values())
     cfg = first["config"]
     zero = first["zero_shot"]["server"]
-    names = [f"{d.rsplit('/', 1)[-1]} ({'acc' if 'acc' in zero[d] else 'ROUGE-L'})" for d in domains]
+    names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains]
     head = "| method | scenario | cell | " + " | ".join(names) + " | mean |"
     sep = "|" + "---|" * (len(domains) + 4)
 
     def cells_of(result: dict) -> str:
-        return " | ".join(f"{result[d][primary]:.3f}" for d in domains
-                          for primary in ["acc" if "acc" in result[d] else "rougeL"]) + f" | {result['mean']['score']:.3f}"
+        return " | ".join(f"{result[d][primary_metric(result[d])]:.3f}" for d in domains) \
+            + f" | {result['mean']['score']:.3f}"
 
     lines = [f"# {title}", "",
              f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "

@@ -24,13 +24,12 @@ from rich.console import Console
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
-from fedmkt.evaluation import primary_metric
 from fedmkt.federation import protocol as proto
 from fedmkt.federation.protocol import ClientFailure
 from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
-from fedmkt.report import write_summary
+from fedmkt.report import primary_metric, write_summary
 
 
 class Transport(Protocol):
@@ -159,6 +158,13 @@ class Coordinator:
                 out[name] = _mean(proto.evaluation_from_reply(replies[name]))
         return out
 
+    def _timing(self, start: float, server_compute_before: float, client_compute: float) -> dict:
+        """Round wall time against all parties' model compute; in-process clients run one after another,
+        so wall/compute measures our overhead there."""
+        wall = time.perf_counter() - start
+        compute = self.server.clock.seconds - server_compute_before + client_compute
+        return {"wall_s": wall, "model_compute_s": compute, "overhead_ratio": wall / max(compute, 1e-9)}
+
     def run_round(self, round_no: int) -> dict:
         if self.config.fedmkt.method == "fedmkt":
             return self._fedmkt_round(round_no)
@@ -181,9 +187,7 @@ class Coordinator:
                 record["private_loss"][name] = reply["private_loss"]
             if cfg.method == "fedavg":
                 client_compute += self._average_adapters(round_no, list(trained), dropped)
-        wall = time.perf_counter() - start
-        compute = self.server.clock.seconds - server_compute + client_compute
-        record["timing"] = {"wall_s": wall, "model_compute_s": compute, "overhead_ratio": wall / max(compute, 1e-9)}
+        record["timing"] = self._timing(start, server_compute, client_compute)
         record["bytes"] = {"up_per_client": 0.0, "down": 0.0}
         return record
 
@@ -240,10 +244,7 @@ class Coordinator:
             record["aligned_fraction"][name] = proto.unflatten(reply, "aligned")
         if cfg.fedavg_slms:
             client_compute += self._average_adapters(round_no, list(distilled), dropped)
-        wall = time.perf_counter() - start
-        compute = self.server.clock.seconds - server_compute + client_compute
-        # In-process clients run one after another, so wall/compute measures our overhead there.
-        record["timing"] = {"wall_s": wall, "model_compute_s": compute, "overhead_ratio": wall / max(compute, 1e-9)}
+        record["timing"] = self._timing(start, server_compute, client_compute)
         record["bytes"] = {"up_per_client": wire["up"] / max(len(peers), 1), "down": wire["down"]}
         return record
 
