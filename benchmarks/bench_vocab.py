@@ -4,6 +4,8 @@ Reference (as in FuseLLM / FATE-LLM): for each sender token, an exact-match test
 receiver's token list, else a Python loop computing the edit distance to every receiver token (one C
 call per pair) and taking the minimum. It is timed on a random sample of sender tokens and
 extrapolated to the whole vocabulary, divided by the core count (the reference runs a process pool).
+Ours is timed with its compiled kernels already loaded: numba compiles them once per install (about
+6 s here) and caches them on disk.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fedmkt.alignment.reference import brute_force_min_distance
 from fedmkt.alignment.vocab import canonical_tokens, min_edit_distance
 from fedmkt.models import load_tokenizer
 
-SAMPLE = int(os.environ.get("FEDMKT_BENCH_VOCAB_SAMPLE", "24"))
+SAMPLE = int(os.environ.get("FEDMKT_BENCH_VOCAB_SAMPLE", "1000"))
 
 
 def direction(sender: list[str], receiver: list[str], label: str, seed: int) -> dict:
@@ -34,6 +36,7 @@ def direction(sender: list[str], receiver: list[str], label: str, seed: int) -> 
 
 
 def main() -> None:
+    min_edit_distance(["warm", "up"], ["wards", "u", "p"])  # load (or compile once) the numba kernels
     smol = canonical_tokens(load_tokenizer("smollm2-135m-instruct"))
     gemma = canonical_tokens(load_tokenizer("gemma3-270m"))
     rows = [direction(smol, gemma, "smollm2 -> gemma3", 0), direction(gemma, smol, "gemma3 -> smollm2", 1)]

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
+from fedmkt.alignment import nearest
 from fedmkt.alignment.vocab import build_vocab_map, canonical_tokens, min_edit_distance, tokenizer_fingerprint
 
 
@@ -40,7 +42,7 @@ def test_eos_maps_to_eos(smol_tok, gemma_tok):
     assert vmap.target_ids[gemma_tok.eos_token_id] == smol_tok.eos_token_id
 
 
-def test_ring_search_equals_brute_force_with_lowest_id_ties():
+def test_search_equals_brute_force_with_lowest_id_ties():
     rng = np.random.default_rng(0)
     alphabet = list("abcde ")
     targets = ["".join(rng.choice(alphabet, size=rng.integers(0, 9))) for _ in range(400)]
@@ -80,3 +82,38 @@ def test_search_matches_pairwise_distances_on_long_and_unicode_texts():
     for q, j, d in zip(queries, ids, dist):
         all_d = [Levenshtein.distance(q, t) for t in targets]
         assert d == min(all_d) and j == all_d.index(d)
+
+
+@pytest.mark.parametrize("radius_cap", [0, 1, 2, 3])
+def test_every_near_search_radius_gives_the_brute_force_answer(radius_cap, monkeypatch):
+    # Radius 0 leaves everything to the far search; higher radii move more queries to the index.
+    monkeypatch.setattr(nearest, "MAX_RADIUS", radius_cap)
+    rng = np.random.default_rng(radius_cap)
+    alphabet = list("aab c")  # few letters: many variants collide, many ties
+    targets = ["".join(rng.choice(alphabet, size=rng.integers(0, 7))) for _ in range(600)]
+    queries = ["".join(rng.choice(alphabet + ["é"], size=rng.integers(0, 10))) for _ in range(400)]
+    ids, dist = nearest.nearest_targets(queries, targets)
+    ref_ids, ref_dist = brute_force(queries, targets)
+    assert np.array_equal(dist, ref_dist)
+    assert np.array_equal(ids, ref_ids)
+    assert (dist > radius_cap).any()  # the far search had work
+    assert radius_cap == 0 or ((dist > 0) & (dist <= radius_cap)).any()  # and so had the index
+
+
+def test_index_budget_lowers_the_radius_for_long_strings(monkeypatch):
+    lengths = np.array([40] * 50)
+    assert nearest._affordable_radius(lengths, lengths) == nearest.MAX_RADIUS
+    monkeypatch.setattr(nearest, "_INDEX_BUDGET", 50 * (1 + 40 + 780))  # exactly radius 2 fits
+    assert nearest._affordable_radius(lengths, lengths) == 2
+    rng = np.random.default_rng(3)
+    targets = ["".join(rng.choice(list("abc"), size=40)) for _ in range(50)]
+    queries = [t[:17] + "c" + t[18:35] for t in targets[:20]] + ["".join(rng.choice(list("abcd"), size=38))]
+    ids, dist = nearest.nearest_targets(queries, targets)
+    ref_ids, ref_dist = brute_force(queries, targets)
+    assert np.array_equal(dist, ref_dist) and np.array_equal(ids, ref_ids)
+
+
+def test_folded_characters_are_searched_once_and_cost_what_they_should():
+    # Neither Greek letter is in any target: both fold to the same text, at the same distance.
+    ids, dist = nearest.nearest_targets(["xα", "xβ", "x"], ["xy", "x", "zz"])
+    assert list(ids) == [0, 0, 1] and list(dist) == [1, 1, 0]

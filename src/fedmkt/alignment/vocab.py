@@ -5,14 +5,10 @@ Tokens are first canonicalised to the text they stand for, so that `Ġthe` (byte
 are not whole UTF-8 characters (byte-level pieces, SentencePiece `<0xNN>` fallbacks) become lone
 surrogates via 'surrogateescape', identical across schemes.
 
-Exact matches are taken first (lowest receiver id wins). In the rest, characters that occur in no
-receiver token can never match, so they are all replaced by one sentinel character that occurs in
-none either: no distance changes, but many queries (most tokens of scripts the receiver lacks)
-become duplicates and are searched once. The distinct queries are searched with rapidfuzz's C++
-Levenshtein (`process.cdist`, all cores) in rings of growing length difference: a target whose
-length differs by d is at distance >= d, so once a query's best distance is <= r no longer ring can
-beat or tie it. The answer is the exact minimum with ties broken by the lowest receiver id, hence
-deterministic. Maps are cached on disk keyed by both vocabularies.
+The search (nearest.py) is exact: the true minimum edit distance, ties broken by the lowest receiver
+id, hence deterministic; exact matches first, then a compiled deletion-neighbourhood index for near
+tokens, then lower-bounded blocks of rapidfuzz's C++ Levenshtein for the rest. Maps are cached on
+disk keyed by both vocabularies.
 """
 
 from __future__ import annotations
@@ -25,15 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
 from transformers import PreTrainedTokenizerBase
 
+from fedmkt.alignment.nearest import nearest_targets
 from fedmkt.models import cache_root
 
 MAP_VERSION = "mined-1"
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-_CHUNK_CELLS = 1 << 25  # cdist block size (int32 cells): bounds memory at 128 MiB
 
 
 @lru_cache(maxsize=1)
@@ -119,64 +113,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def min_edit_distance(queries: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """For each query, (lowest target index at minimum Levenshtein distance, that distance)."""
-    n = len(queries)
-    best_id = np.full(n, -1, dtype=np.int64)
-    best_d = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)
-    first_of: dict[str, int] = {}
-    for j, t in enumerate(targets):
-        first_of.setdefault(t, j)
-    alphabet = set().union(*map(set, targets)) if targets else set()
-    sentinel = next(chr(c) for c in range(0xE000, 0x110000) if chr(c) not in alphabet)
-    pending: dict[str, list[int]] = {}  # unmatched distinct query text (alien chars folded) -> indices
-    for i, q in enumerate(queries):
-        j = first_of.get(q)
-        if j is None:
-            folded = q if all(c in alphabet for c in q) else "".join(c if c in alphabet else sentinel for c in q)
-            pending.setdefault(folded, []).append(i)
-        else:
-            best_id[i], best_d[i] = j, 0
-    if not pending:
-        return best_id, best_d
-
-    by_length: dict[int, tuple[list[str], np.ndarray]] = {}
-    lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
-    for length in np.unique(lengths):
-        ids = np.flatnonzero(lengths == length)  # ascending ids: argmin's first hit is the lowest id
-        by_length[int(length)] = ([targets[j] for j in ids], ids)
-    max_target = int(lengths.max())
-
-    groups: dict[int, list[str]] = {}
-    for q in pending:
-        groups.setdefault(len(q), []).append(q)
-    for length, texts in groups.items():
-        g_id = np.full(len(texts), -1, dtype=np.int64)
-        g_d = np.full(len(texts), np.iinfo(np.int32).max, dtype=np.int64)
-        active = np.arange(len(texts))
-        radius = 0
-        while active.size:
-            for ring in sorted({length - radius, length + radius}):
-                if ring not in by_length:
-                    continue
-                ring_texts, ring_ids = by_length[ring]
-                rows = max(1, _CHUNK_CELLS // len(ring_texts))
-                for start in range(0, active.size, rows):
-                    block = active[start:start + rows]
-                    dist = process.cdist([texts[k] for k in block], ring_texts, scorer=Levenshtein.distance,
-                                         dtype=np.int32, workers=-1)
-                    arg = dist.argmin(axis=1)
-                    d = dist[np.arange(len(block)), arg].astype(np.int64)
-                    cand = ring_ids[arg]
-                    better = (d < g_d[block]) | ((d == g_d[block]) & (cand < g_id[block]))
-                    g_d[block[better]], g_id[block[better]] = d[better], cand[better]
-            # Every unsearched target differs in length by > radius, so is at distance > radius.
-            active = active[g_d[active] > radius]
-            radius += 1
-            if length - radius < 0 and length + radius > max_target:
-                break
-        for k, text in enumerate(texts):
-            for i in pending[text]:
-                best_id[i], best_d[i] = g_id[k], g_d[k]
-    return best_id, best_d
+    return nearest_targets(queries, targets)
 
 
 @dataclass(frozen=True)
