@@ -22,6 +22,33 @@ def test_sparse_soft_ce_equals_dense_reference_with_gradients():
     assert torch.allclose(g_sparse, g_dense, atol=1e-5)
 
 
+@pytest.mark.parametrize("ce_weight", [0.9, 0.3, 0.0])
+def test_fused_loss_equals_the_autograd_composition_with_gradients(ce_weight):
+    torch.manual_seed(1)
+    logits = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 40, (6,))
+    ids = torch.randint(0, 40, (6, 4))
+    ids[1, 2] = ids[1, 0]  # duplicate ids add up
+    ids[2, 0] = labels[2]  # a target id equal to the label
+    probs = torch.softmax(torch.randn(6, 4, dtype=torch.float64), -1) * 0.9  # mass below 1, as after alignment
+    fused = fedmkt_loss(logits, labels, ids, probs, ce_weight)
+    composed = (ce_weight * torch.nn.functional.cross_entropy(logits, labels)
+                + (1 - ce_weight) * sparse_soft_ce(logits, ids, probs).mean())
+    assert torch.allclose(fused, composed, atol=1e-10)
+    g_fused, = torch.autograd.grad(fused * 3.0, logits)
+    g_composed, = torch.autograd.grad(composed * 3.0, logits)
+    assert torch.allclose(g_fused, g_composed, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda z: fedmkt_loss(z, labels, ids, probs, ce_weight), (logits,))
+
+
+def test_fused_loss_gradient_keeps_the_logits_dtype():
+    logits = torch.randn(3, 20).to(torch.bfloat16).requires_grad_()
+    loss = fedmkt_loss(logits, torch.tensor([1, 2, 3]), torch.tensor([[1, 4], [2, 5], [0, 3]]),
+                       torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]), 0.9)
+    loss.backward()
+    assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad).all()
+
+
 def test_one_hot_soft_target_is_plain_cross_entropy():
     logits = torch.randn(4, 30)
     labels = torch.tensor([1, 5, 7, 29])

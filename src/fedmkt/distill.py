@@ -12,9 +12,14 @@ import torch
 SELECTION_RULES = ("dual_min_ce", "always", "weighted")
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """At least fp32 for the softmax: bf16/fp16 logits are upcast, fp64 kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def sparse_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """logits [P, V], target_ids [P, K], target_probs [P, K] -> per-position loss [P]."""
-    logits = logits.float()
+    logits = _wide(logits)
     picked = logits.gather(-1, target_ids)
     return torch.logsumexp(logits, dim=-1) * target_probs.sum(-1) - (target_probs * picked).sum(-1)
 
@@ -28,10 +33,42 @@ def dense_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: 
 def fedmkt_loss(logits: torch.Tensor, labels: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                 ce_weight: float) -> torch.Tensor:
     """lambda * CE(labels) + (1 - lambda) * CE(soft targets), averaged over loss positions [P]."""
-    ce = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="mean")
     if ce_weight >= 1.0:
-        return ce
-    return ce_weight * ce + (1.0 - ce_weight) * sparse_soft_ce(logits, target_ids, target_probs).mean()
+        return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="mean")
+    return _FusedTargetCE.apply(logits, labels, target_ids, target_probs, float(ce_weight))
+
+
+class _FusedTargetCE(torch.autograd.Function):
+    """fedmkt_loss with a hand-written gradient that needs one [P, V] buffer.
+
+    Both terms share logsumexp(z), and d/dz of  lse * m - sum_k w_k z[id_k]  is  softmax(z) * m minus
+    the weights scattered at their ids. Autograd would keep a log-softmax for the label term and a
+    softmax for the soft term and sum two dense gradients; with the 262k-token Gemma vocabulary that
+    is hundreds of MiB per step more than plain cross-entropy. Here only the logits (alive anyway)
+    and lse [P] are kept; backward builds softmax once and edits it in place into the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, target_ids, target_probs, ce_weight):
+        z = _wide(logits)
+        lse = torch.logsumexp(z, dim=-1)
+        probs = target_probs.to(z.dtype)
+        hard = lse - z.gather(-1, labels[:, None]).squeeze(-1)
+        soft = lse * probs.sum(-1) - (probs * z.gather(-1, target_ids)).sum(-1)
+        ctx.save_for_backward(logits, lse, labels, target_ids, probs)
+        ctx.ce_weight = ce_weight
+        return (ce_weight * hard + (1.0 - ce_weight) * soft).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, lse, labels, target_ids, probs = ctx.saved_tensors
+        w = ctx.ce_weight
+        grad = (_wide(logits) - lse[:, None]).exp_()  # softmax [P, V]: the one buffer
+        grad.mul_((w + (1.0 - w) * probs.sum(-1))[:, None])
+        grad.scatter_add_(-1, labels[:, None], torch.full_like(lse[:, None], -w))
+        grad.scatter_add_(-1, target_ids, probs * -(1.0 - w))
+        grad.mul_(grad_out / logits.shape[0])
+        return grad.to(logits.dtype), None, None, None, None
 
 
 def select_sources(own_ce: np.ndarray, peer_ce: np.ndarray, rule: str) -> np.ndarray:
