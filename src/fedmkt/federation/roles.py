@@ -141,8 +141,16 @@ class Party:
                 if u in rows:
                     peer_ce[c, n] = peer.packet.ce[rows[u]]
         weights = select_sources(own_ce, peer_ce, self.fedmkt.selection)
+        # How much of each peer's knowledge has a counterpart here, over everything it sent (selected
+        # or not): the alignments are cached, so this costs lookups only.
         aligned_counts = np.zeros(len(peers))
         total_positions = np.zeros(len(peers))
+        for c, view in enumerate(views):
+            for u in uids:
+                if u in peer_rows[c] and u in view.public:
+                    alignment = view.aligner.align(self.public_by_uid[u], view.public[u])
+                    aligned_counts[c] += (alignment >= 0).sum()
+                    total_positions[c] += len(alignment)
 
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for n, u in enumerate(uids):
@@ -154,8 +162,6 @@ class Party:
                 if weights[1 + c, n] <= 0:
                     continue
                 alignment = view.aligner.align(receiver, view.public[u])
-                aligned_counts[c] += (alignment >= 0).sum()
-                total_positions[c] += len(alignment)
                 parts.append(reindex(peer.packet, peer_rows[c][u], alignment, view.vmap,
                                      receiver.answer_ids).scaled(weights[1 + c, n]))
             merged = SoftTargets.concat(parts)
