@@ -20,8 +20,12 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 def sparse_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """logits [P, V], target_ids [P, K], target_probs [P, K] -> per-position loss [P]."""
     logits = _wide(logits)
-    picked = logits.gather(-1, target_ids)
-    return torch.logsumexp(logits, dim=-1) * target_probs.sum(-1) - (target_probs * picked).sum(-1)
+    return _soft_ce_given_lse(logits, torch.logsumexp(logits, dim=-1), target_ids, target_probs)
+
+
+def _soft_ce_given_lse(z: torch.Tensor, lse: torch.Tensor, target_ids: torch.Tensor,
+                       target_probs: torch.Tensor) -> torch.Tensor:
+    return lse * target_probs.sum(-1) - (target_probs * z.gather(-1, target_ids)).sum(-1)
 
 
 def dense_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -54,7 +58,7 @@ class _FusedTargetCE(torch.autograd.Function):
         lse = torch.logsumexp(z, dim=-1)
         probs = target_probs.to(z.dtype)
         hard = lse - z.gather(-1, labels[:, None]).squeeze(-1)
-        soft = lse * probs.sum(-1) - (probs * z.gather(-1, target_ids)).sum(-1)
+        soft = _soft_ce_given_lse(z, lse, target_ids, probs)
         ctx.save_for_backward(logits, lse, labels, target_ids, probs)
         ctx.ce_weight = ce_weight
         return (ce_weight * hard + (1.0 - ce_weight) * soft).mean()

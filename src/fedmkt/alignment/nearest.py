@@ -24,8 +24,6 @@ brute-force minimum over all pairs.
 
 from __future__ import annotations
 
-from math import comb
-
 import numba
 import numpy as np
 from rapidfuzz import process
@@ -46,8 +44,7 @@ _CHUNK_CELLS = 1 << 25  # cdist block size (int32 cells): bounds memory at 128 M
 def nearest_targets(queries: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """int64 [len(queries)] lowest target index at minimum Levenshtein distance, and that distance."""
     n = len(queries)
-    best_id = np.full(n, -1, dtype=np.int64)
-    best_d = np.full(n, NO_MATCH, dtype=np.int64)
+    best_id, best_d = _no_match(n)
     if not targets:
         return best_id, best_d
     # Inserted from the highest id down, so the lowest id of a repeated text is the one kept.
@@ -70,16 +67,17 @@ def _search(queries: list[str], targets: list[str], sentinel: int) -> tuple[np.n
     q_chars, q_off = _codepoints(queries)
     t_chars, t_off = _codepoints(targets)
     radius = _affordable_radius(np.diff(t_off), np.diff(q_off))
-    if radius:
-        best_id, best_d = _near_search(q_chars, q_off, t_chars, t_off, radius)
-    else:
-        best_id = np.full(len(queries), -1, dtype=np.int64)
-        best_d = np.full(len(queries), NO_MATCH, dtype=np.int64)
+    best_id, best_d = _near_search(q_chars, q_off, t_chars, t_off, radius) if radius else _no_match(len(queries))
     far = np.flatnonzero(best_d > radius)
     if far.size:
         _far_search([queries[i] for i in far], q_chars, q_off, far, targets, t_chars, t_off, sentinel, best_id,
                     best_d)
     return best_id, best_d
+
+
+def _no_match(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(best ids, best distances) for n queries before any target is found: -1 and NO_MATCH."""
+    return np.full(n, -1, dtype=np.int64), np.full(n, NO_MATCH, dtype=np.int64)
 
 
 def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,17 +88,20 @@ def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return chars, offsets
 
 
-def _variant_count(lengths: np.ndarray, radius: int) -> int:
-    """Deletion variants (0..radius characters removed) over strings of these lengths."""
-    values, counts = np.unique(lengths, return_counts=True)
-    return sum(int(c) * sum(comb(int(v), k) for k in range(radius + 1)) for v, c in zip(values, counts))
+def _variants_per_string(lengths: np.ndarray, radius: int) -> np.ndarray:
+    """int64 [n]: deletion variants (0..radius characters removed) of strings of these lengths."""
+    total, choose_k = np.zeros_like(lengths), np.ones_like(lengths)
+    for k in range(radius + 1):
+        total += choose_k
+        choose_k = choose_k * np.maximum(lengths - k, 0) // (k + 1)  # C(n, k+1), exact in integers
+    return total
 
 
 def _affordable_radius(target_lengths: np.ndarray, query_lengths: np.ndarray) -> int:
     """The largest near-search radius whose index (and query enumeration) fits the budgets."""
     radius = 0
-    while radius < MAX_RADIUS and _variant_count(target_lengths, radius + 1) <= _INDEX_BUDGET and (
-            _variant_count(query_lengths, radius + 1) <= _PROBE_BUDGET):
+    while radius < MAX_RADIUS and _variants_per_string(target_lengths, radius + 1).sum() <= _INDEX_BUDGET and (
+            _variants_per_string(query_lengths, radius + 1).sum() <= _PROBE_BUDGET):
         radius += 1
     return radius
 
@@ -241,16 +242,12 @@ def _near_search(q_chars, q_off, t_chars, t_off, radius: int) -> tuple[np.ndarra
     """Exact nearest target for queries within `radius`; NO_MATCH (id -1) for the others."""
     n_targets = len(t_off) - 1
     low_bits = max(1, (n_targets - 1).bit_length()) + 2
-    lengths = np.diff(t_off)
-    per_target = np.zeros(n_targets + 1, dtype=np.int64)
-    per_target[1:] = sum(_comb_array(lengths, k) for k in range(radius + 1))
-    starts = np.cumsum(per_target)
+    starts = np.zeros(n_targets + 1, dtype=np.int64)
+    np.cumsum(_variants_per_string(np.diff(t_off), radius), out=starts[1:])
     keys = _index_keys(t_chars, t_off, radius, starts, low_bits)
     bucket_bits = int(min(max(8, int(len(keys)).bit_length() - 2), 64 - low_bits))  # ~2-4 keys a bucket
     keys, bucket_starts = _bucket_sort(keys, 64 - bucket_bits)
-    n = len(q_off) - 1
-    best_id = np.full(n, -1, dtype=np.int64)
-    best_d = np.full(n, NO_MATCH, dtype=np.int64)
+    best_id, best_d = _no_match(len(q_off) - 1)
     _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, 64 - bucket_bits, low_bits, radius,
            best_id, best_d)
     return best_id, best_d
@@ -271,13 +268,6 @@ def _bucket_starts(sorted_keys, shift):
             e += 1
         starts[b] = e
     return starts
-
-
-def _comb_array(n: np.ndarray, k: int) -> np.ndarray:
-    out = np.ones_like(n)
-    for i in range(k):
-        out = out * np.maximum(n - i, 0) // (i + 1)
-    return out
 
 
 # ---- far search: lower-bounded blocks of rapidfuzz cdist ---------------------------------------
