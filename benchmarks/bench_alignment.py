@@ -15,7 +15,7 @@ from benchmarks.common import public_questions, record, timed
 from fedmkt.alignment.reference import python_dtw
 from fedmkt.alignment.sequence import SequenceAligner, dtw_matches, one_to_one
 from fedmkt.alignment.vocab import canonical_tokens
-from fedmkt.federation.roles import encode_questions
+from fedmkt.data.encoding import encode_questions
 from fedmkt.models import load_tokenizer
 
 N = int(os.environ.get("FEDMKT_BENCH_ALIGN_N", "200"))

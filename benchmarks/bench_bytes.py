@@ -16,7 +16,7 @@ import torch
 from benchmarks.common import public_questions, record
 from fedmkt.alignment.vocab import tokenizer_fingerprint
 from fedmkt.config import ModelSpec
-from fedmkt.federation.roles import encode_questions
+from fedmkt.data.encoding import encode_questions
 from fedmkt.models import load_model
 from fedmkt.training import ComputeClock, extract_knowledge
 

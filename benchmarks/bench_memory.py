@@ -33,7 +33,7 @@ def step(kind: str) -> int:
     from fedmkt.config import LoraSpec, ModelSpec
     from fedmkt.data.encoding import collate
     from fedmkt.distill import fedmkt_loss
-    from fedmkt.federation.roles import encode_questions
+    from fedmkt.data.encoding import encode_questions
     from fedmkt.models import attach_lora, load_model
     from fedmkt.training import tail_logits
 

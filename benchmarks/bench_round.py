@@ -25,10 +25,10 @@ def main() -> None:
         federation.prepare()
         rows = []
         for round_no in (1, 2):
-            timing = federation.run_round(round_no)["timing"]
+            timing = federation.run_round(round_no).timing
             rows.append({"benchmark": "round_overhead", "round": round_no, "examples": SIZE,
-                         "wall_s": round(timing["wall_s"], 2), "model_compute_s": round(timing["model_compute_s"], 2),
-                         "wall_over_compute": round(timing["overhead_ratio"], 3)})
+                         "wall_s": round(timing.wall_s, 2), "model_compute_s": round(timing.model_compute_s, 2),
+                         "wall_over_compute": round(timing.overhead_ratio, 3)})
     record("round", rows)
 
 

@@ -23,18 +23,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_config(out: Path, run_name: str, rounds: int = 2) -> dict:
-    return {
-        "run_name": run_name, "output_dir": str(out), "seed": 3,
-        "server": {"source": "tiny:gemma3-270m"},
-        "clients": [{"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
-                    {"name": "hum", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["humanities"]}],
-        "data": {"public_size": 6, "private_size": 6, "eval_size": 3},
-        "train": {"max_length": 96, "batch_size": 3, "learning_rate": 5e-3},
-        "fedmkt": {"rounds": rounds},
-    }
-
-
 class FlowerCluster:
     def __init__(self, tmp: Path, tls: dict | None = None, superlink_args: tuple = (), supernode_args: dict | None = None):
         self.tmp = tmp

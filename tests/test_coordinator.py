@@ -1,44 +1,207 @@
-"""Server-side round logic with faulty clients (in process)."""
+"""Server-side round logic: a fake transport and a model-free server (Prepare / Execute / Assert), then the
+same with real tiny parties and faulty clients, and a resume after a crash."""
 
 import json
 
+import numpy as np
 import pytest
 
 from fedmkt.config import parse_config
-from fedmkt.federation import protocol
+from fedmkt.data.splits import FederatedSplit
+from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.local import LocalFederation
-from tests.flower_cluster import tiny_config
+from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply, Request,
+                                        ShareReply)
+from fedmkt.federation.roles import AbsorbStats
+from fedmkt.federation.store import RunStore
+from fedmkt.training import ComputeClock
+from tests.test_selection import packet
+from tests.tiny import tiny_config
 
+
+class FakeServer:
+    """A server party without a model: records what it absorbs, answers with fixed knowledge."""
+
+    def __init__(self):
+        self.clock = ComputeClock()
+        self.train_calls = 0
+        self.absorbed: list[list[str]] = []
+        self.supervised: list[int] = []
+
+    def sender_view(self, tokenizer):
+        return None
+
+    def absorb(self, peers):
+        self.absorbed.append([p.packet.sender for p in peers])
+        return AbsorbStats(loss=1.5, selected={"self": 0.5, **{p.packet.sender: 0.5 / len(peers) for p in peers}},
+                           aligned_fraction={p.packet.sender: 0.9 for p in peers})
+
+    def share_knowledge(self):
+        return packet("server", [1, 2], [1.0, 1.0])
+
+    def train_supervised(self, questions, epochs):
+        self.supervised.append(len(questions))
+        return 0.25
+
+    def evaluate(self, questions):
+        return {"acc": 0.5, "acc_norm": 0.5, "n": len(questions)}
+
+    def save_adapter(self, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def adapter_state(self):
+        return {}
+
+
+class FakeTransport:
+    """Answers each phase from a script: {phase: {client: wire reply or ClientFailure}}; logs every call."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def call(self, phase, payloads):
+        self.calls.append((phase, sorted(payloads)))
+        return {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
+
+
+def coordinator(tmp_path, transport, **fedmkt):
+    config = parse_config(tiny_config(tmp_path, rounds=1, **fedmkt))
+    split = FederatedSplit(public=["q1", "q2"], private={"stem": ["a"], "hum": ["b", "c"]},
+                           evaluation={"stem": ["e1", "e2"], "humanities": ["e3"]})
+    server = FakeServer()
+    return Coordinator(config, server, split, transport, RunStore.open(config)), server
+
+
+def client_packet(name, ce=0.5):
+    return packet(name, [1, 2], [ce, ce]).to_bytes()
+
+
+def evaluation_reply():
+    return EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 2.0},
+                                 "humanities": {"acc": 0.0, "acc_norm": 0.0, "n": 1.0}}).to_wire()
+
+
+def test_fedmkt_round_absorbs_good_packets_and_drops_malformed_replies(tmp_path):
+    # Prepare: "stem" shares a good packet; "hum" replies without a packet.
+    transport = FakeTransport({
+        Phase.SHARE: {"stem": ShareReply(compute_s=2.0, packet=client_packet("stem"), private_loss=0.7).to_wire(),
+                      "hum": {"private_loss": 0.1, "compute_s": 1.0}},
+        Phase.DISTILL: {"stem": DistillReply(compute_s=3.0, loss=0.4, selected={"self": 0.0, "server": 1.0},
+                                             aligned={"server": 0.8}).to_wire()},
+    })
+    coord, server = coordinator(tmp_path, transport)
+    # Execute
+    record = coord.run_round(1)
+    # Assert
+    assert server.absorbed == [["stem"]]
+    assert record.dropped == {"hum": "train.share: malformed reply: no 'packet'"}
+    assert record.private_loss == {"stem": 0.7}
+    assert record.kd_loss == {"server": 1.5, "stem": 0.4}
+    assert record.selection["stem"] == {"self": 0.0, "server": 1.0}
+    assert record.aligned_fraction == {"server": {"stem": 0.9}, "stem": {"server": 0.8}}
+    assert transport.calls == [(Phase.SHARE, ["hum", "stem"]), (Phase.DISTILL, ["stem"])]  # hum gets nothing down
+    assert record.timing.model_compute_s == pytest.approx(5.0)  # the clients' reported compute, counted once
+    assert record.bytes.up_per_client == len(client_packet("stem"))
+
+
+def test_a_packet_claiming_another_sender_is_rejected(tmp_path):
+    transport = FakeTransport({Phase.SHARE: {
+        "stem": ShareReply(packet=client_packet("hum"), private_loss=0.7).to_wire(),
+        "hum": ShareReply(packet=b"not a packet", private_loss=0.7).to_wire()}})
+    coord, server = coordinator(tmp_path, transport)
+    record = coord.run_round(1)
+    assert "claims to come from 'hum'" in record.dropped["stem"]
+    assert "corrupted or not a packet" in record.dropped["hum"]
+    assert server.absorbed == [] and transport.calls[-1] == (Phase.DISTILL, [])
+
+
+def test_llm2slm_keeps_the_server_frozen_and_unevaluated(tmp_path):
+    transport = FakeTransport({
+        Phase.SHARE: {n: ShareReply(packet=client_packet(n), private_loss=0.7).to_wire() for n in ("stem", "hum")},
+        Phase.DISTILL: {n: DistillReply(loss=0.4).to_wire() for n in ("stem", "hum")},
+        Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord, server = coordinator(tmp_path, transport, llm_training=False)
+    record = coord.run_round(1)
+    assert server.absorbed == [] and "server" not in record.kd_loss
+    assert set(coord.evaluate(1)) == {"stem", "hum"}
+    assert set(coord.evaluate(0)) == {"server", "stem", "hum"}  # zero-shot: everyone
+
+
+@pytest.mark.parametrize("method, trained", [("standalone", {"stem", "hum"}), ("centralized", {"server"})])
+def test_baselines_train_and_evaluate_only_their_parties(tmp_path, method, trained):
+    transport = FakeTransport({Phase.PRIVATE: {"stem": PrivateReply(private_loss=0.3).to_wire(),
+                                               "hum": ClientFailure("timed out")},
+                               Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord, server = coordinator(tmp_path, transport, method=method)
+    record = coord.run_round(1)
+    evaluation = coord.evaluate(1)
+    if method == "standalone":
+        assert record.private_loss == {"stem": 0.3} and record.dropped == {"hum": "train.private: timed out"}
+        assert set(evaluation) == {"stem", "hum"} and server.supervised == []
+    else:
+        assert record.private_loss == {"server": 0.25} and server.supervised == [2 + 1 + 2]  # public + all private
+        assert set(evaluation) == {"server"}
+        assert all(phase != Phase.PRIVATE for phase, _ in transport.calls)
+    assert set(evaluation) == trained
+    assert record.bytes.up_per_client == 0 and record.aligned_fraction is None
+
+
+def test_evaluation_means_and_a_malformed_evaluation_reply(tmp_path):
+    transport = FakeTransport({Phase.EVALUATE: {"stem": evaluation_reply(),
+                                                "hum": {"eval.stem": 1.0, "compute_s": 0.0}}})
+    coord, _ = coordinator(tmp_path, transport)
+    evaluation = coord.evaluate(0)
+    assert evaluation["stem"].score == pytest.approx(0.5) and evaluation["stem"].mean["acc"] == pytest.approx(0.5)
+    assert evaluation["server"].domains["stem"]["n"] == 2
+    assert "hum" not in evaluation  # "eval.stem" names no metric: the reply is refused
+
+
+def test_a_whole_run_writes_metrics_checkpoint_and_no_summary(tmp_path):
+    transport = FakeTransport({
+        Phase.SHARE: {n: ShareReply(packet=client_packet(n), private_loss=0.7).to_wire() for n in ("stem", "hum")},
+        Phase.DISTILL: {n: DistillReply(loss=0.4).to_wire() for n in ("stem", "hum")},
+        Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord, _ = coordinator(tmp_path, transport)
+    metrics = coord.run()
+    saved = json.loads((coord.store.root / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics.to_json()))
+    assert [r["round"] for r in saved["rounds"]] == [1] and set(saved["zero_shot"]) == {"server", "stem", "hum"}
+    assert json.loads((coord.store.root / "checkpoint" / "state.json").read_text())["completed_round"] == 1
+    assert not (coord.store.root / "summary.md").exists()  # the caller writes it
+    assert not list(coord.store.root.rglob("*.pkl"))
+
+
+# -- real tiny parties --------------------------------------------------------------------------------
 
 class Faulty:
     """Wraps a transport; corrupts or fails one client's replies in one phase."""
 
-    def __init__(self, inner, client: str, phase: str, mode: str):
+    def __init__(self, inner, client: str, phase: Phase, mode: str):
         self.inner, self.client, self.phase, self.mode = inner, client, phase, mode
 
     def call(self, phase, payloads):
         replies = self.inner.call(phase, payloads)
         if phase == self.phase and self.client in replies:
             if self.mode == "corrupt":
-                packet = bytearray(replies[self.client]["packet"])
-                packet[-40:] = b"\xff" * 40  # flips the tail: ids out of range or NaN logits
-                replies[self.client] = dict(replies[self.client], packet=bytes(packet))
+                packet_bytes = bytearray(replies[self.client]["packet"])
+                packet_bytes[-40:] = b"\xff" * 40  # flips the tail: ids out of range or NaN logits
+                replies[self.client] = dict(replies[self.client], packet=bytes(packet_bytes))
             else:
-                replies[self.client] = protocol.ClientFailure("timed out")
+                replies[self.client] = ClientFailure("timed out")
         return replies
 
 
-@pytest.mark.parametrize("mode, phase, reason", [("corrupt", protocol.SHARE, "knowledge packet from 'hum'"),
-                                                 ("fail", protocol.DISTILL, "timed out")])
+@pytest.mark.parametrize("mode, phase, reason", [("corrupt", Phase.SHARE, "knowledge packet from 'hum'"),
+                                                 ("fail", Phase.DISTILL, "timed out")])
 def test_a_bad_client_is_dropped_and_the_round_goes_on(tmp_path, mmlu, mode, phase, reason):
     federation = LocalFederation(parse_config(tiny_config(tmp_path, "bad", rounds=1)), questions=mmlu)
-    coordinator = federation.coordinator
-    coordinator.transport = Faulty(coordinator.transport, "hum", phase, mode)
+    coord = federation.coordinator
+    coord.transport = Faulty(coord.transport, "hum", phase, mode)
     run_dir = federation.run()
     record = json.loads((run_dir / "metrics.json").read_text())["rounds"][0]
     assert list(record["dropped"]) == ["hum"] and reason in record["dropped"]["hum"]
     assert "stem" in record["kd_loss"]
-    if phase == protocol.SHARE:  # the server learned from the good client only
+    if phase == Phase.SHARE:  # the server learned from the good client only
         assert set(record["selection"]["server"]) == {"self", "stem"}
     assert "dropped clients" in (run_dir / "summary.md").read_text()
 
@@ -50,8 +213,8 @@ def test_local_run_resumes_after_a_crash_with_nothing_lost(tmp_path, mmlu):
     original = crashing.coordinator.run_round
 
     def crash_in_round_two(round_no):
-        if round_no == 2:
-            crashing.coordinator.transport.call(protocol.SHARE, {"stem": {"round": 2}})  # half a round of work
+        if round_no == 2:  # half a round of work, then the power goes
+            crashing.coordinator.transport.call(Phase.SHARE, {"stem": Request(2).to_wire()})
             raise KeyboardInterrupt
         return original(round_no)
 
@@ -65,3 +228,5 @@ def test_local_run_resumes_after_a_crash_with_nothing_lost(tmp_path, mmlu):
     for x, y in zip(a, b):
         assert x["kd_loss"] == pytest.approx(y["kd_loss"], rel=1e-5)
         assert x["private_loss"] == pytest.approx(y["private_loss"], rel=1e-5)
+        assert x["evaluation"] == y["evaluation"]
+    assert np.isfinite(b[1]["kd_loss"]["server"])

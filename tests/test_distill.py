@@ -4,7 +4,7 @@ import torch
 
 from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap
-from fedmkt.distill import dense_soft_ce, fedmkt_loss, select_sources, sparse_soft_ce
+from fedmkt.distill import dense_soft_ce, fedmkt_loss, sparse_soft_ce
 from tests.test_knowledge import packet
 
 
@@ -60,20 +60,6 @@ def test_one_hot_soft_target_is_plain_cross_entropy():
                           torch.nn.functional.cross_entropy(logits, labels), atol=1e-6)
     assert torch.allclose(fedmkt_loss(logits, labels, ids, probs, 0.3),
                           torch.nn.functional.cross_entropy(logits, labels), atol=1e-6)
-
-
-def test_dual_min_ce_keeps_the_best_peer_only_where_it_beats_self():
-    own = np.array([1.0, 1.0, 1.0, 2.0])
-    peers = np.array([[0.5, 2.0, 1.5, np.inf],
-                      [0.7, 1.5, 0.9, 3.0]])
-    w = select_sources(own, peers, "dual_min_ce")
-    assert w.tolist() == [[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]]
-    w = select_sources(own, peers, "always")
-    assert w.tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 1, 1]]
-    w = select_sources(own, peers, "weighted")
-    assert np.allclose(w.sum(0), 1) and w[1, 0] > w[2, 0] > w[0, 0] and w[1, 3] == 0
-    with pytest.raises(ValueError, match="unknown selection rule"):
-        select_sources(own, peers, "max")
 
 
 def test_reindex_maps_aligned_ids_and_one_hots_the_next_token():

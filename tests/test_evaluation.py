@@ -37,5 +37,26 @@ def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):
 
     result = evaluation.evaluate_multiple_choice(SaysB(), tiny.tokenizer, questions, 256, 4, scoring="letter")
     assert result["acc"] == pytest.approx(sum(q.answer == 1 for q in questions) / 40)
-    text = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions[:4], 256, 2, scoring="text")
-    assert 0 <= text["acc"] <= 1 and 0 <= text["acc_norm"] <= 1
+
+
+def test_text_scoring_ranks_choices_by_summed_and_length_normalised_log_likelihood(tiny, mmlu):
+    """acc and acc_norm against a direct computation: one forward pass per choice, no batching."""
+    from fedmkt.data.encoding import encode
+    from fedmkt.data.prompts import choice_text, prompt_text
+
+    questions = mmlu[:6]
+    result = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 2, scoring="text")
+    correct = correct_norm = 0
+    for q in questions:
+        sums, norms = [], []
+        for i in range(len(q.choices)):
+            e = encode(tiny.tokenizer, q.uid, prompt_text(q), choice_text(q, i), 256)
+            with torch.no_grad():
+                logp = torch.log_softmax(tiny.model(input_ids=torch.from_numpy(e.input_ids[None])).logits[0].float(), -1)
+            targets = torch.tensor(e.input_ids[e.answer_start:])
+            total = logp[e.answer_start - 1:-1].gather(-1, targets[:, None]).sum().item()
+            sums.append(total)
+            norms.append(total / len(choice_text(q, i)))
+        correct += int(max(range(len(sums)), key=sums.__getitem__) == q.answer)
+        correct_norm += int(max(range(len(norms)), key=norms.__getitem__) == q.answer)
+    assert result["acc"] == pytest.approx(correct / 6) and result["acc_norm"] == pytest.approx(correct_norm / 6)

@@ -5,19 +5,12 @@ import json
 import pytest
 import yaml
 
-from fedmkt.config import ConfigError
-from fedmkt.experiment import load_grid, run_grid
+from fedmkt.config import ConfigError, load_grid
+from fedmkt.experiment import run_grid
 from fedmkt.federation.coordinator import Coordinator
+from tests.tiny import tiny_base
 
-BASE = {
-    "seed": 1,
-    "server": {"source": "tiny:gemma3-270m"},
-    "clients": [{"name": "stem", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["stem"]},
-                {"name": "hum", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": ["humanities"]}],
-    "data": {"public_size": 4, "private_size": 4, "eval_size": 3},
-    "train": {"max_length": 96, "batch_size": 4, "learning_rate": 5e-3},
-    "fedmkt": {"rounds": 1},
-}
+BASE = tiny_base(rounds=1)
 CELLS = [
     {"name": "fedmkt", "scenario": "homogeneous", "config": {"fedmkt": {"rounds": 2}}},
     {"name": "llm2slm", "scenario": "homogeneous", "config": {"fedmkt": {"llm_training": False}}},
@@ -41,8 +34,8 @@ def test_grid_runs_resumes_and_reports(tmp_path, mmlu, monkeypatch):
     real = Coordinator.run_round
 
     def crash_once(self, round_no):  # the first cell dies in its second round, once
-        calls.append((self.run_dir.name, round_no))
-        if (self.run_dir.name, round_no) == ("fedmkt", 2) and calls.count(("fedmkt", 2)) == 1:
+        calls.append((self.store.root.name, round_no))
+        if (self.store.root.name, round_no) == ("fedmkt", 2) and calls.count(("fedmkt", 2)) == 1:
             raise RuntimeError("power cut")
         return real(self, round_no)
 

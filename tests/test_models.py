@@ -54,7 +54,6 @@ def test_local_hf_directory_round_trip(tmp_path, smol_tok):
 def test_layer_pruned_model_keeps_evenly_spaced_layers_and_generates():
     import dataclasses
 
-    import torch
 
     from fedmkt.config import ModelSpec
     from fedmkt.models import PACKAGED, _tiny_model, load_model, load_tokenizer, prune_layers

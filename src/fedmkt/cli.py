@@ -44,9 +44,11 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
             cfg = cfg.model_copy(update={"output_dir": output_dir})
         if run_name is not None:
             cfg = cfg.model_copy(update={"run_name": run_name})
+        from fedmkt.display import ConsoleReporter
         from fedmkt.federation.local import LocalFederation
 
-        LocalFederation(cfg, console=console, resume=resume is not None).run()
+        with ConsoleReporter(console) as reporter:
+            LocalFederation(cfg, reporter=reporter, resume=resume is not None).run()
     except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(error)
 
@@ -56,12 +58,14 @@ def experiment(grid: Path = typer.Argument(..., help="grid YAML (see experiments
                output_dir: Path = typer.Option(Path("runs"), help="the grid's folder goes in here")) -> None:
     """Run an experiment grid (resumable: finished cells are skipped, interrupted ones resume), then report it."""
     from fedmkt.config import ConfigError
+    from fedmkt.display import ConsoleReporter
     from fedmkt.experiment import run_grid
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
 
     try:
-        run_grid(grid, output_dir, console)
+        with ConsoleReporter(console) as reporter:
+            run_grid(grid, output_dir, reporter)
     except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(error)
 

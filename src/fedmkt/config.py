@@ -162,3 +162,52 @@ def load_config(path: str | Path | None) -> RunConfig:
     if path is None:
         return RunConfig()
     return parse_config(read_yaml_mapping(Path(path), "config"))
+
+
+# -- experiment grids: many runs from one file (run by fedmkt.experiment, reported by fedmkt.report) ------
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a name that is also a safe folder name
+
+
+class CellSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    scenario: str = ""
+    config: dict = Field(default_factory=dict)
+
+
+class GridSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    base: dict = Field(default_factory=dict)
+    cells: list[CellSpec] = Field(min_length=1)
+
+    @field_validator("cells")
+    @classmethod
+    def _unique(cls, cells: list[CellSpec]) -> list[CellSpec]:
+        names = [c.name for c in cells]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cell names must be unique, got {names}")
+        return cells
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Nested mappings merge key by key; anything else in override replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_grid(path: Path) -> tuple[GridSpec, dict[str, RunConfig]]:
+    """A grid file and each cell's validated config (base merged with the cell's override)."""
+    try:
+        grid = GridSpec.model_validate(read_yaml_mapping(path, "grid") or {})
+    except ValidationError as error:
+        raise ConfigError(f"invalid grid {path}: {describe(error)}") from None
+    configs = {}
+    for index, cell in enumerate(grid.cells):
+        try:
+            configs[cell.name] = parse_config(merge(grid.base, cell.config))
+        except ConfigError as error:
+            raise ConfigError(f"grid cell `cells.{index}` ({cell.name}): {error}") from None
+    return grid, configs

@@ -1,4 +1,4 @@
-"""Distillation losses (sparse, from K ids) and the rules that pick whose knowledge to learn from.
+"""Distillation losses (sparse, from K ids): step (5) and (7) of a FedMKT round, L = λ·CE + (1-λ)·soft CE.
 
 The soft-target cross-entropy  -sum_k p_k log softmax(z)[id_k]  =  logsumexp(z) - sum_k p_k z[id_k]
 needs only a gather at the K target ids: no dense [batch, length, vocab] target tensor is built.
@@ -6,10 +6,7 @@ needs only a gather at the K target ids: no dense [batch, length, vocab] target 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-
-SELECTION_RULES = ("dual_min_ce", "always", "weighted")
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +33,8 @@ def dense_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: 
 
 def fedmkt_loss(logits: torch.Tensor, labels: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                 ce_weight: float) -> torch.Tensor:
-    """lambda * CE(labels) + (1 - lambda) * CE(soft targets), averaged over loss positions [P]."""
+    """Steps (5) and (7), L2/L3: lambda * CE(labels) + (1 - lambda) * CE(soft targets), averaged over loss
+    positions [P]."""
     if ce_weight >= 1.0:
         return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="mean")
     return _FusedTargetCE.apply(logits, labels, target_ids, target_probs, float(ce_weight))
@@ -73,33 +71,3 @@ class _FusedTargetCE(torch.autograd.Function):
         grad.scatter_add_(-1, target_ids, probs * -(1.0 - w))
         grad.mul_(grad_out / logits.shape[0])
         return grad.to(logits.dtype), None, None, None, None
-
-
-def select_sources(own_ce: np.ndarray, peer_ce: np.ndarray, rule: str) -> np.ndarray:
-    """Weights [1 + C, N] over (own, peer_1..peer_C) knowledge for each of N examples.
-
-    dual_min_ce: the peer with the lowest CE, kept only where it beats the receiver's own CE; the
-                 receiver's own distribution otherwise (DualMinCE, Fan et al. 2025).
-    always:      the lowest-CE peer, whatever the receiver's CE.
-    weighted:    all sources, weighted by softmax(-CE).
-    Missing knowledge is marked by CE = inf.
-    """
-    peer_ce = np.atleast_2d(peer_ce)
-    n = len(own_ce)
-    weights = np.zeros((1 + len(peer_ce), n), dtype=np.float32)
-    if rule == "weighted":
-        scores = -np.vstack([own_ce[None, :], peer_ce]).astype(np.float64)
-        scores -= scores.max(axis=0, keepdims=True)
-        e = np.exp(scores)
-        return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
-    best = peer_ce.argmin(axis=0)
-    best_ce = peer_ce[best, np.arange(n)]
-    if rule == "dual_min_ce":
-        take_peer = best_ce < own_ce
-    elif rule == "always":
-        take_peer = np.isfinite(best_ce)
-    else:
-        raise ValueError(f"unknown selection rule '{rule}'; choose one of {SELECTION_RULES}")
-    weights[1 + best[take_peer], np.flatnonzero(take_peer)] = 1.0
-    weights[0, ~take_peer] = 1.0
-    return weights

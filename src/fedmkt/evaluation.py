@@ -22,7 +22,27 @@ from transformers import PreTrainedTokenizerBase
 from fedmkt.data.encoding import batches, encode
 from fedmkt.data.questions import LETTERS, Question
 from fedmkt.data.prompts import choice_text, prompt_text
+from fedmkt.records import PartyScores
 from fedmkt.training import ComputeClock, tail_logits
+
+
+def primary_metric(result: dict) -> str:
+    """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
+    return "acc" if "acc" in result else "rougeL"
+
+
+def metric_name(result: dict) -> str:
+    return "acc" if primary_metric(result) == "acc" else "ROUGE-L"
+
+
+def summarize(domains: dict[str, dict]) -> PartyScores:
+    """A party's scores with their means: each metric over the domains that report it, and "score", the
+    mean of each domain's primary metric (accuracy, or ROUGE-L for free-text domains)."""
+    scores = list(domains.values())
+    metrics = sorted({m for s in scores for m in s if m != "n"})
+    mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
+    mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
+    return PartyScores(dict(domains), mean)
 
 
 def _single_token_letters(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int] | None:

@@ -25,6 +25,8 @@ class PacketError(ValueError):
 
 @dataclass
 class KnowledgePacket:
+    """What steps (2) and (6) send: per public example the CE l, per loss position the top-K log-probs."""
+
     sender: str
     tokenizer: str  # fingerprint of the sender's vocabulary
     vocab_size: int

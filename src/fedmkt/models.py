@@ -12,8 +12,6 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()  # fedmkt shows its own progress; per-tensor loading bars are noise
 
 from fedmkt.config import LoraSpec, ModelSpec
+from fedmkt.files import atomic_folder
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -94,22 +93,6 @@ def _packaged_gguf(entry: PackagedModel) -> Path:
     return found[0]
 
 
-def _atomic_save(target: Path, write) -> Path:
-    """Write a directory under a temporary name and rename it: a crash never leaves half a cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -127,7 +110,7 @@ def _load_gguf_tokenizer(gguf: Path) -> PreTrainedTokenizerBase:
     target = _gguf_cache_dir("tokenizers", gguf)
     if not target.exists():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        _atomic_save(target, tokenizer.save_pretrained)
+        atomic_folder(target, tokenizer.save_pretrained)
     return AutoTokenizer.from_pretrained(str(target))
 
 
@@ -147,7 +130,7 @@ def _gguf_model_dir(gguf: Path) -> Path:
         model.save_pretrained(tmp)
         _load_gguf_tokenizer(gguf).save_pretrained(tmp)
 
-    return _atomic_save(target, write)
+    return atomic_folder(target, write)
 
 
 def resolve_device(name: str) -> torch.device:

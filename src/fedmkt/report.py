@@ -1,82 +1,19 @@
-"""Human-readable summary of a run folder (markdown)."""
+"""Reports: a run's summary.md with plots, and an experiment grid's report.md (paper-shaped tables,
+the paper's claims checked, plots)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 
-def primary_metric(result: dict) -> str:
-    """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
-    return "acc" if "acc" in result else "rougeL"
-
-
-def metric_name(result: dict) -> str:
-    return "acc" if primary_metric(result) == "acc" else "ROUGE-L"
-
-
-def _cell(result: dict) -> str:
-    if primary_metric(result) == "acc":
-        return f"{result['acc']:.3f} / {result['acc_norm']:.3f}"
-    return f"{result['rougeL']:.3f}"
-
-
-def _cell_header(result: dict) -> str:
-    return "acc / acc_norm" if primary_metric(result) == "acc" else "ROUGE-L"
-
-
-def _row(name: str, evaluation: dict, domains: list[str], dropped: dict) -> str:
-    if name not in evaluation:  # dropped, or not trained by this method (baselines)
-        why = "dropped" if name in dropped else "-"
-        return f"| {name} | " + " | ".join(why for _ in domains) + f" | {why} |"
-    cells = [_cell(evaluation[name][d]) for d in domains]
-    return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name]['mean']['score']:.3f} |"
-
-
-def summary_markdown(metrics: dict) -> str:
-    zero = metrics["zero_shot"]
-    parties = list(zero)
-    domains = [d for d in next(iter(zero.values())) if d != "mean"]
-    cfg = metrics["config"]
-    lines = [
-        "# FedMKT run summary", "",
-        f"- server LLM: `{cfg['server']['source']}`; clients: "
-        + ", ".join(f"`{c['name']}` (`{c['model']['source']}`, private: {', '.join(c['domains'])})" for c in cfg["clients"]),
-        f"- method: {cfg['fedmkt'].get('method', 'fedmkt')}, rounds: {cfg['fedmkt']['rounds']}, top-K: {cfg['fedmkt']['top_k']}, lambda: {cfg['fedmkt']['ce_weight']}, "
-        f"selection: {cfg['fedmkt']['selection']}, LLM training: {cfg['fedmkt']['llm_training']}, "
-        f"FedAvg of SLMs: {cfg['fedmkt']['fedavg_slms']}",
-        f"- data (MMLU{', BIG-bench ' + ', '.join(cfg['data'].get('bigbench_tasks', [])) if cfg['data'].get('bigbench_tasks') else ''}): public {metrics['split']['public']}, private {metrics['split']['private']}, "
-        f"evaluation {metrics['split']['evaluation']}",
-        f"- wall time: {metrics.get('wall_s', 0):.0f} s", "",
-    ]
-    first = next(iter(zero.values()))
-    header = "| party | " + " | ".join(f"{d} {_cell_header(first[d])}" for d in domains) \
-        + " | mean score |"
-    sep = "|" + "---|" * (len(domains) + 2)
-    stages = [("zero-shot", zero, {})] + [(f"after round {r['round']}", r["evaluation"], r.get("dropped", {}))
-                                          for r in metrics["rounds"]]
-    for title, evaluation, dropped in stages:
-        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, dropped) for p in parties] + [""]
-    if metrics["rounds"]:
-        lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "
-                  "server picks (self / clients) |", "|---|---|---|---|---|---|---|"]
-        for r in metrics["rounds"]:
-            picks = r["selection"].get("server", {})
-            pick = " / ".join(f"{v:.2f}" for v in picks.values()) if picks else "-"
-            t = r["timing"]
-            lines.append(f"| {r['round']} | {t['wall_s']:.1f} | {t['model_compute_s']:.1f} | {t['overhead_ratio']:.3f} | "
-                         f"{r['bytes']['up_per_client']:.0f} | {r['bytes']['down']:.0f} | {pick} |")
-        lines.append("")
-    dropped = [(r["round"], who, why) for r in metrics["rounds"] for who, why in r.get("dropped", {}).items()]
-    if dropped:
-        lines += ["## dropped clients", "", "| round | client | reason |", "|---|---|---|"]
-        lines += [f"| {r} | {who} | {why} |" for r, who, why in dropped] + [""]
-    return "\n".join(lines)
-
-
-def write_summary(run_dir: Path, metrics: dict) -> Path:
-    path = run_dir / "summary.md"
-    path.write_text(summary_markdown(metrics))
-    return path
+from fedmkt.config import GridSpec
+from fedmkt.evaluation import metric_name, primary_metric
+from fedmkt.plots import plot_scores, plot_selection
+from fedmkt.records import Evaluation, PartyScores, RunMetrics
+from fedmkt.summary import summary_markdown
 
 
 # -- experiment grids -------------------------------------------------------------------------
@@ -109,83 +46,90 @@ def _verdict(diff: float, noise: float) -> str:
     return "within noise"
 
 
-def _load_grid(grid_dir: Path, grid=None):
-    import yaml
+@dataclass
+class GridCell:
+    """One finished or started cell of a grid, as the report reads it."""
 
+    name: str
+    scenario: str
+    metrics: RunMetrics
+
+    @property
+    def method(self) -> str:
+        return method_label(self.metrics.config)
+
+    @property
+    def final(self) -> Evaluation:
+        return self.metrics.final
+
+
+def _load_grid(grid_dir: Path, grid: GridSpec | None = None) -> GridSpec | None:
     if grid is None and (grid_dir / "grid.yaml").is_file():
-        from fedmkt.experiment import GridSpec
-
         grid = GridSpec.model_validate(yaml.safe_load((grid_dir / "grid.yaml").read_text()))
     return grid
 
 
-def _load_cells(grid_dir: Path, grid) -> list[dict]:
-    import json
-
+def _load_cells(grid_dir: Path, grid: GridSpec | None) -> list[GridCell]:
     names = [c.name for c in grid.cells] if grid else sorted(p.name for p in grid_dir.iterdir() if p.is_dir())
     scenarios = {c.name: c.scenario for c in grid.cells} if grid else {}
     cells = []
     for name in names:
         path = grid_dir / name / "metrics.json"
-        if not path.is_file():
-            continue
-        metrics = json.loads(path.read_text())
-        cells.append({"name": name, "scenario": scenarios.get(name, ""), "metrics": metrics,
-                      "method": method_label(metrics["config"]),
-                      "final": metrics["rounds"][-1]["evaluation"] if metrics["rounds"] else {}})
+        if path.is_file():
+            cells.append(GridCell(name, scenarios.get(name, ""), RunMetrics.from_json(json.loads(path.read_text()))))
     return cells
 
 
-def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) -> str:
-    first = cells[0]["metrics"]
-    domains = [d for d in next(iter(first["zero_shot"].values())) if d != "mean"]
-    n_eval = sum(first["split"]["evaluation"].values())
-    cfg = first["config"]
-    zero = first["zero_shot"]["server"]
+def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]) -> str:
+    first = cells[0].metrics
+    zero = first.zero_shot["server"].domains
+    domains = list(next(iter(first.zero_shot.values())).domains)
+    n_eval = sum(first.split.evaluation.values())
+    cfg = first.config
     names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains]
     head = "| method | scenario | cell | " + " | ".join(names) + " | mean |"
     sep = "|" + "---|" * (len(domains) + 4)
 
-    def cells_of(result: dict) -> str:
-        return " | ".join(f"{result[d][primary_metric(result[d])]:.3f}" for d in domains) \
-            + f" | {result['mean']['score']:.3f}"
+    def cells_of(result: PartyScores) -> str:
+        return " | ".join(f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in domains) \
+            + f" | {result.score:.3f}"
 
     lines = [f"# {title}", "",
              f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
-             + ", ".join(f"{d} ({n})" for d, n in first["split"]["evaluation"].items())
+             + ", ".join(f"{d} ({n})" for d, n in first.split.evaluation.items())
              + " questions; accuracy (letter scoring), ROUGE-L F1 for free-text tasks; 'mean' is the mean over "
-             f"domains. Public set {first['split']['public']} examples, private "
-             + ", ".join(f"{k} {v}" for k, v in first["split"]["private"].items()) + ".", ""]
+             f"domains. Public set {first.split.public} examples, private "
+             + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
     # LLM table: zero-shot, then every cell that trained the server.
     lines += ["## LLM (server)", "", head, sep,
-              f"| Zero-Shot | - | {cells[0]['name']} (round 0) | {cells_of(first['zero_shot']['server'])} |"]
+              f"| Zero-Shot | - | {cells[0].name} (round 0) | {cells_of(first.zero_shot['server'])} |"]
     for cell in cells:
-        if "server" in cell["final"]:
-            lines.append(f"| {cell['method']} | {cell['scenario']} | {cell['name']} | {cells_of(cell['final']['server'])} |")
+        if "server" in cell.final:
+            lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {cells_of(cell.final['server'])} |")
     # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
     slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names) + " | mean |"
     lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + 5)]
     seen = set()
     for cell in cells:
-        for client in cell["metrics"]["config"]["clients"]:
+        for client in cell.metrics.config["clients"]:
             model = _model_label(client["model"])
-            if model not in seen and client["name"] in cell["metrics"]["zero_shot"]:
+            if model not in seen and client["name"] in cell.metrics.zero_shot:
                 seen.add(model)
-                lines.append(f"| Zero-Shot | - | {cell['name']} (round 0) | {model} | "
-                             f"{cells_of(cell['metrics']['zero_shot'][client['name']])} |")
+                lines.append(f"| Zero-Shot | - | {cell.name} (round 0) | {model} | "
+                             f"{cells_of(cell.metrics.zero_shot[client['name']])} |")
     for cell in cells:
-        for client in cell["metrics"]["config"]["clients"]:
-            if client["name"] in cell["final"]:
-                lines.append(f"| {cell['method']} | {cell['scenario']} | {cell['name']} | {client['name']} "
-                             f"({_model_label(client['model'])}) | {cells_of(cell['final'][client['name']])} |")
+        for client in cell.metrics.config["clients"]:
+            if client["name"] in cell.final:
+                lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {client['name']} "
+                             f"({_model_label(client['model'])}) | {cells_of(cell.final[client['name']])} |")
     lines += ["", *claims_markdown(cells, n_eval)]
     # Per-round selection rates of DualMinCE.
     rows = []
     for cell in cells:
-        for r in cell["metrics"]["rounds"]:
-            for receiver, picks in r.get("selection", {}).items():
+        for r in cell.metrics.rounds:
+            for receiver, picks in r.selection.items():
                 taken = ", ".join(f"{'own' if s == 'self' else s} {v:.2f}" for s, v in picks.items())
-                rows.append(f"| {cell['name']} | {r['round']} | {receiver} | {taken} |")
+                rows.append(f"| {cell.name} | {r.round} | {receiver} | {taken} |")
     if rows:
         lines += ["## DualMinCE selection per round", "",
                   "Fraction of public examples whose soft targets each receiver took from each source.", "",
@@ -193,10 +137,10 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
     lines += ["## cost", "", "| cell | method | wall s | model compute s | bytes up per client per round |",
               "|---|---|---|---|---|"]
     for cell in cells:
-        rounds = cell["metrics"]["rounds"]
-        compute = sum(r["timing"]["model_compute_s"] for r in rounds)
-        up = sum(r["bytes"]["up_per_client"] for r in rounds) / max(len(rounds), 1)
-        lines.append(f"| {cell['name']} | {cell['method']} | {cell['metrics'].get('wall_s', 0):.0f} | {compute:.0f} | {up:.0f} |")
+        rounds = cell.metrics.rounds
+        compute = sum(r.timing.model_compute_s for r in rounds)
+        up = sum(r.bytes.up_per_client for r in rounds) / max(len(rounds), 1)
+        lines.append(f"| {cell.name} | {cell.method} | {cell.metrics.wall_s or 0:.0f} | {compute:.0f} | {up:.0f} |")
     lines.append("")
     if plots:
         lines += ["## plots", ""]
@@ -206,11 +150,11 @@ def grid_markdown(cells: list[dict], title: str, plots: dict[str, list[str]]) ->
     return "\n".join(lines)
 
 
-def claims_markdown(cells: list[dict], n_eval: int) -> list[str]:
+def claims_markdown(cells: list[GridCell], n_eval: int) -> list[str]:
     """The paper's claims, checked on this grid: SLMs vs standalone, LLM vs zero-shot and vs centralized."""
-    by_method = {}
+    by_method: dict[str, GridCell] = {}
     for cell in cells:
-        by_method.setdefault(cell["method"], cell)
+        by_method.setdefault(cell.method, cell)
     standalone, centralized = by_method.get("Standalone"), by_method.get("Centralized")
     rows = []
 
@@ -220,21 +164,19 @@ def claims_markdown(cells: list[dict], n_eval: int) -> list[str]:
                     f"{noise:.3f} | {_verdict(diff, noise)} |")
 
     for cell in cells:
-        cfg = cell["metrics"]["config"]
+        cfg = cell.metrics.config
         if cfg["fedmkt"].get("method", "fedmkt") != "fedmkt":
             continue
         for client in cfg["clients"]:
             name = client["name"]
-            if standalone and name in cell["final"] and name in standalone["final"]:
-                add(f"SLM {name} beats standalone", cell["name"], cell["final"][name]["mean"]["score"],
-                    standalone["final"][name]["mean"]["score"], standalone["name"])
-        if "server" in cell["final"]:
-            server = cell["final"]["server"]["mean"]["score"]
-            add("LLM beats its zero-shot", cell["name"], server,
-                cell["metrics"]["zero_shot"]["server"]["mean"]["score"], "round 0")
-            if centralized and "server" in centralized["final"]:
-                add("LLM matches centralized", cell["name"], server,
-                    centralized["final"]["server"]["mean"]["score"], centralized["name"])
+            if standalone and name in cell.final and name in standalone.final:
+                add(f"SLM {name} beats standalone", cell.name, cell.final[name].score,
+                    standalone.final[name].score, standalone.name)
+        if "server" in cell.final:
+            server = cell.final["server"].score
+            add("LLM beats its zero-shot", cell.name, server, cell.metrics.zero_shot["server"].score, "round 0")
+            if centralized and "server" in centralized.final:
+                add("LLM matches centralized", cell.name, server, centralized.final["server"].score, centralized.name)
     if not rows:
         return []
     return ["## the paper's claims, checked", "",
@@ -245,10 +187,8 @@ def claims_markdown(cells: list[dict], n_eval: int) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
-def write_grid_report(grid_dir: Path, grid=None, output: Path | None = None) -> Path:
+def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path | None = None) -> Path:
     """report.md and plots/ for a grid folder (into `output` if given, e.g. docs/)."""
-    from fedmkt.plots import plot_scores, plot_selection
-
     grid = _load_grid(grid_dir, grid)
     cells = _load_cells(grid_dir, grid)
     if not cells:
@@ -257,12 +197,11 @@ def write_grid_report(grid_dir: Path, grid=None, output: Path | None = None) -> 
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = {}
     for cell in cells:
-        files = [plot_scores(cell["metrics"], out / "plots" / f"{cell['name']}-scores.png",
-                             f"{cell['name']}: {cell['method']}")]
-        selection = plot_selection(cell["metrics"], out / "plots" / f"{cell['name']}-selection.png",
-                                   f"{cell['name']}: DualMinCE selection")
+        files = [plot_scores(cell.metrics, out / "plots" / f"{cell.name}-scores.png", f"{cell.name}: {cell.method}")]
+        selection = plot_selection(cell.metrics, out / "plots" / f"{cell.name}-selection.png",
+                                   f"{cell.name}: DualMinCE selection")
         files += [selection] if selection else []
-        plots[cell["name"]] = [f"plots/{f.name}" for f in files]
+        plots[cell.name] = [f"plots/{f.name}" for f in files]
     title = f"Experiment grid `{grid.name if grid else grid_dir.name}`"
     path = out / "report.md"
     path.write_text(grid_markdown(cells, title, plots))
@@ -271,15 +210,11 @@ def write_grid_report(grid_dir: Path, grid=None, output: Path | None = None) -> 
 
 def write_run_report(run_dir: Path) -> Path:
     """summary.md plus its plots for one run folder."""
-    import json
-
-    from fedmkt.plots import plot_scores, plot_selection
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunMetrics.from_json(json.loads((run_dir / "metrics.json").read_text()))
     (run_dir / "plots").mkdir(exist_ok=True)
     files = [plot_scores(metrics, run_dir / "plots" / "scores.png", run_dir.name),
              plot_selection(metrics, run_dir / "plots" / "selection.png", f"{run_dir.name}: DualMinCE selection")]
-    path = write_summary(run_dir, metrics)
-    with path.open("a") as summary:
-        summary.write("\n## plots\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n" for f in files if f) + "\n")
+    plots = "\n## plots\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n" for f in files if f) + "\n"
+    path = run_dir / "summary.md"
+    path.write_text(summary_markdown(metrics) + plots)
     return path

@@ -1,4 +1,4 @@
-"""LoRA training and knowledge extraction loops, with rich progress bars and a model-compute clock.
+"""LoRA training and knowledge extraction loops, with progress reports and a model-compute clock.
 
 Logits are produced only for the answer tail of each left-padded batch (`logits_to_keep`), so the
 vocabulary-sized tensor is [batch, answer length, vocab], never [batch, sequence length, vocab].
@@ -13,12 +13,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedmkt.config import TrainSpec
 from fedmkt.data.encoding import Batch, Encoded, batches
 from fedmkt.distill import fedmkt_loss
 from fedmkt.knowledge import KnowledgePacket
+from fedmkt.progress import SILENT, Reporter
 
 
 class ComputeClock:
@@ -34,18 +34,6 @@ class ComputeClock:
             yield
         finally:
             self.seconds += time.perf_counter() - start
-
-
-def make_progress(disable: bool = False, console=None) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), disable=disable, transient=True, console=console)
-
-
-def _finish(progress: Progress | None, task, line: str) -> None:
-    """Drop a finished bar and leave one line in its place, so the display stays short."""
-    if progress is not None:
-        progress.remove_task(task)
-        progress.console.print(line)
 
 
 def tail_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -64,16 +52,17 @@ TargetsFn = Callable[[Encoded], tuple[np.ndarray, np.ndarray]]  # example -> (id
 
 
 def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spec: TrainSpec, epochs: int,
-               seed: int, clock: ComputeClock, progress: Progress | None, description: str,
+               seed: int, clock: ComputeClock, reporter: Reporter, description: str,
                targets: TargetsFn | None = None, ce_weight: float = 1.0) -> float:
-    """SFT on labels (targets=None) or FedMKT KD: ce_weight * CE + (1 - ce_weight) * soft CE. Mean loss."""
+    """Steps (1), (5), (7): SFT on labels (targets=None) or FedMKT KD, ce_weight * CE + (1 - ce_weight) *
+    soft CE. Returns the mean loss."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
     device = next(model.parameters()).device
     order = list(examples)
     rng = random.Random(seed)
     steps = epochs * ((len(order) + spec.batch_size - 1) // spec.batch_size)
-    task = progress.add_task(description, total=steps, info="") if progress else None
+    task = reporter.task(description, steps)
     model.train()
     losses = []
     for _ in range(epochs):
@@ -95,22 +84,21 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
                 loss.backward()
                 optimizer.step()
             losses.append(loss.item())
-            if progress:
-                progress.update(task, advance=1, info=f"loss {np.mean(losses[-8:]):.3f}")
+            task.advance(1, f"loss {np.mean(losses[-8:]):.3f}")
     model.eval()
     mean = float(np.mean(losses)) if losses else float("nan")
-    _finish(progress, task, f"{description}: {steps} steps, mean loss {mean:.4f}")
+    task.finish(f"{description}: {steps} steps, mean loss {mean:.4f}")
     return mean
 
 
 @torch.no_grad()
 def extract_knowledge(model: torch.nn.Module, examples: list[Encoded], pad_id: int, top_k: int, batch_size: int,
                       sender: str, tokenizer_id: str, vocab_size: int, clock: ComputeClock,
-                      progress: Progress | None = None) -> KnowledgePacket:
-    """Per-example mean CE and per-loss-position top-K log-probs on the public set."""
+                      reporter: Reporter = SILENT) -> KnowledgePacket:
+    """Steps (2) and (6): per-example mean CE and per-loss-position top-K log-probs on the public set."""
     model.eval()
     device = next(model.parameters()).device
-    task = progress.add_task(f"{sender}: knowledge", total=len(examples), info="") if progress else None
+    task = reporter.task(f"{sender}: knowledge", len(examples))
     ce, ids, logps, counts = [], [], [], []
     for chunk, batch in batches(examples, batch_size, pad_id):
         batch = batch.to(device)
@@ -123,11 +111,10 @@ def extract_knowledge(model: torch.nn.Module, examples: list[Encoded], pad_id: i
         ids.append(indices.to(torch.int32).cpu().numpy())
         logps.append(values.clamp(min=-60000.0).to(torch.float16).cpu().numpy())
         counts.extend(e.n_loss for e in chunk)
-        if progress:
-            progress.update(task, advance=len(chunk))
+        task.advance(len(chunk))
     offsets = np.zeros(len(examples) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
-    _finish(progress, task, f"{sender}: knowledge on {len(examples)} public examples")
+    task.finish(f"{sender}: knowledge on {len(examples)} public examples")
     return KnowledgePacket(sender=sender, tokenizer=tokenizer_id, vocab_size=vocab_size,
                            example_ids=np.array([e.uid for e in examples], dtype=np.int64),
                            ce=np.concatenate(ce).astype(np.float32), offsets=offsets,

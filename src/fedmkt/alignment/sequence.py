@@ -106,7 +106,8 @@ def align_by_dtw(receiver: Encoded, sender: Encoded, recv_texts: list[str], send
 
 
 class SequenceAligner:
-    """Per-example position maps between one receiver and one sender tokenization, cached."""
+    """Step (3), token alignment: per-example position maps between one receiver and one sender
+    tokenization, cached."""
 
     def __init__(self, recv_texts: list[str], send_texts: list[str]):
         self.recv_texts, self.send_texts = recv_texts, send_texts

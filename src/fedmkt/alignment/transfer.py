@@ -44,7 +44,8 @@ def own_targets(packet: KnowledgePacket, n: int) -> SoftTargets:
 
 def reindex(packet: KnowledgePacket, n: int, alignment: np.ndarray, vmap: VocabMap,
             labels: np.ndarray) -> SoftTargets:
-    """Sender example n -> receiver targets; alignment [n_loss] indexes the sender's loss rows or is -1."""
+    """Step (3) applied to one example: sender example n -> receiver targets; alignment [n_loss] indexes the
+    sender's loss rows or is -1."""
     rows = packet.rows(n)
     send_ids, send_logp = packet.topk_ids[rows], packet.topk_logprobs[rows]
     k = send_ids.shape[1]

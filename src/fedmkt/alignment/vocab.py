@@ -14,6 +14,7 @@ disk keyed by both vocabularies.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from fedmkt.alignment.nearest import nearest_targets
+from fedmkt.files import atomic_write_bytes
 from fedmkt.models import cache_root
 
 MAP_VERSION = "mined-1"
@@ -118,7 +120,7 @@ def min_edit_distance(queries: list[str], targets: list[str]) -> tuple[np.ndarra
 
 @dataclass(frozen=True)
 class VocabMap:
-    """sender id -> receiver id (int32 [V_sender]) and the edit distance of each pair."""
+    """Step (3), MinED: sender id -> receiver id (int32 [V_sender]) and the edit distance of each pair."""
 
     target_ids: np.ndarray
     distances: np.ndarray
@@ -147,8 +149,7 @@ def build_vocab_map(sender_tok: PreTrainedTokenizerBase, receiver_tok: PreTraine
         ids[sender_tok.eos_token_id], dist[sender_tok.eos_token_id] = receiver_tok.eos_token_id, 0
     vmap = VocabMap(ids.astype(np.int32), dist.astype(np.int32), sender, receiver)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, target_ids=vmap.target_ids, distances=vmap.distances)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, target_ids=vmap.target_ids, distances=vmap.distances)
+        atomic_write_bytes(path, buffer.getvalue())
     return vmap

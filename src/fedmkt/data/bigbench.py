@@ -24,6 +24,7 @@ import zlib
 from pathlib import Path
 
 from fedmkt.data.questions import LETTERS, Question
+from fedmkt.files import atomic_write_bytes
 from fedmkt.models import cache_root
 
 VERSION = "1.0.0"
@@ -58,11 +59,7 @@ def ensure_tasks(tasks: list[str]) -> dict[str, Path]:
                     task = wanted.pop(member.name, None)
                     if task is None:
                         continue
-                    target = _cached(task)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp_file = target.with_suffix(".tmp")
-                    tmp_file.write_bytes(sdist.extractfile(member).read())
-                    tmp_file.replace(target)
+                    atomic_write_bytes(_cached(task), sdist.extractfile(member).read())
                     if not wanted:
                         break
         if wanted:

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from fedmkt.data.prompts import answer_text, prompt_text
+from fedmkt.data.questions import Question
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -109,3 +112,8 @@ def batches(examples: list[Encoded], batch_size: int, pad_id: int):
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         yield chunk, collate(chunk, pad_id)
+
+
+def encode_questions(tokenizer: PreTrainedTokenizerBase, questions: list[Question], max_length: int) -> list[Encoded]:
+    """Each question as prompt + its answer, tokenized for training or knowledge extraction."""
+    return [encode(tokenizer, q.uid, prompt_text(q), answer_text(q), max_length) for q in questions]

@@ -3,8 +3,10 @@
 The ServerApp runs the same Coordinator as `fedmkt run`, with a transport that sends each phase as
 Flower messages through the Grid (one message per client, all in flight at once, a timeout per
 phase). The ClientApp serves each message with the same ClientRuntime as the local runner; it keeps
-its party in memory between messages and its adapters in a local store, so a restarted client
-process, or a server resuming from its checkpoint, continues from the last completed round.
+its party in memory while its process lives (flwr 1.42's default isolation starts a process per
+message, which then reloads the model) and its adapters in a local store, so a restarted client
+process, or a server resuming from its checkpoint, continues from the last completed round. Phases
+map to Flower message types through `Phase` (protocol.py): the ClientApp registers one handler each.
 
 Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   config         path of the FedMKT YAML on the server machine (default: the embedded default)
@@ -29,10 +31,11 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedmkt.config import ModelSpec, RunConfig, load_config, parse_config
-from fedmkt.federation import protocol as proto
+from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
-from fedmkt.federation.local import federated_split, make_client, make_server, new_run_dir, seed_everything
-from fedmkt.federation.protocol import ClientFailure
+from fedmkt.federation.protocol import ClientFailure, Phase
+from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
+from fedmkt.federation.store import RunStore
 from fedmkt.models import cache_root
 
 RECORD = "fedmkt"
@@ -74,7 +77,7 @@ class FlowerTransport:
             raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})")
         return found
 
-    def call(self, phase: str, payloads: dict[str, dict]) -> dict:
+    def call(self, phase: Phase, payloads: dict[str, dict]) -> dict:
         out: dict = {name: ClientFailure("not connected") for name in payloads if name not in self.node_of}
         messages, name_of = [], {}
         for name, payload in payloads.items():
@@ -83,7 +86,7 @@ class FlowerTransport:
                 name_of[node] = name
                 payload = dict(payload, config=self.config.model_dump_json())
                 messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=node,
-                                        message_type=phase, ttl=self.phase_timeout + 60))
+                                        message_type=phase.value, ttl=self.phase_timeout + 60))
         for reply in self.grid.send_and_receive(messages, timeout=self.phase_timeout):
             name = name_of.get(reply.metadata.src_node_id)
             if name is None:
@@ -107,17 +110,18 @@ def server_main(grid: Grid, context: Context) -> None:
     resume = bool(run_config.get("resume", False))
     seed_everything(config.seed)
     split = federated_split(config)
-    run_dir = new_run_dir(config, resume)
+    store = RunStore.open(config, resume)
     transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
                                 float(run_config.get("join-timeout", 120)))
-    Coordinator(config, make_server(config, split), split, transport, run_dir).run(resume=resume)
+    metrics = Coordinator(config, make_server(config, split), split, transport, store).run(resume=resume)
+    store.write_summary(metrics)
 
 
 client_app = ClientApp()
-_RUNTIMES: dict[tuple[str, str], proto.ClientRuntime] = {}  # kept while this process lives
+_RUNTIMES: dict[tuple[str, str], ClientRuntime] = {}  # kept while this process lives
 
 
-def _runtime(message: Message, context: Context) -> proto.ClientRuntime:
+def _runtime(message: Message, context: Context) -> ClientRuntime:
     name = str(context.node_config.get("name", ""))
     payload = _record(message)
     config = parse_config(json.loads(payload["config"]))
@@ -147,16 +151,15 @@ def who(message: Message, context: Context) -> Message:
     return _reply(message, {"name": str(context.node_config.get("name", ""))})
 
 
-def _serve(phase: str):
+def _serve(phase: Phase):
     def handler(message: Message, context: Context) -> Message:
         return _reply(message, _runtime(message, context).handle(phase, _record(message)))
 
     return handler
 
 
-client_app.train("share")(_serve(proto.SHARE))
-client_app.train("private")(_serve(proto.PRIVATE))
-client_app.train("distill")(_serve(proto.DISTILL))
-client_app.train("adapter")(_serve(proto.SET_ADAPTER))
-client_app.query("adapter")(_serve(proto.GET_ADAPTER))
-client_app.evaluate()(_serve(proto.EVALUATE))
+# Each phase's value is its Flower message type, "<category>.<action>" (or just "<category>").
+for _phase in Phase:
+    _category, _, _action = _phase.value.partition(".")
+    _register = getattr(client_app, _category)
+    (_register(_action) if _action else _register())(_serve(_phase))

@@ -1,10 +1,11 @@
-"""The two FedMKT roles, free of any transport: a party (server LLM or client SLM) and its steps.
+"""The two FedMKT roles, free of any transport: a party (server LLM or client SLM) and its state.
 
-A party holds a LoRA-wrapped model, its tokenizer and its encoding of the public set. It can
+A party holds a LoRA-wrapped model, its tokenizer, its encoding of the public set and what it has
+built for each sender's tokenizer (vocabulary map, alignments). Its steps:
     share_knowledge()      -> its KnowledgePacket on the public set (CE + top-K per loss position)
-    absorb(peers)          -> align peers' packets to its vocabulary, select per example, train
+    absorb(peers)          -> the knowledge steps of fedmkt.selection, then KD training
     train_private()        -> SFT on its private data (clients)
-    evaluate(questions)    -> multiple-choice accuracy
+    evaluate(questions)    -> scores of one evaluation set
 The local runner and the Flower apps both drive these same methods.
 """
 
@@ -18,21 +19,18 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from fedmkt.alignment.sequence import SequenceAligner
-from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap, build_vocab_map, canonical_tokens, tokenizer_fingerprint
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
-from fedmkt.data.encoding import Encoded, encode
-from fedmkt.data.questions import Question
+from fedmkt.data.encoding import Encoded, encode, encode_questions
 from fedmkt.data.prompts import answer_text, prompt_text
-from fedmkt.distill import select_sources
+from fedmkt.data.questions import Question
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora
+from fedmkt.progress import SILENT, Reporter
+from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
+                              selection_rates)
 from fedmkt.training import ComputeClock, extract_knowledge, train_lora
-
-
-def encode_questions(tokenizer: PreTrainedTokenizerBase, questions: list[Question], max_length: int) -> list[Encoded]:
-    return [encode(tokenizer, q.uid, prompt_text(q), answer_text(q), max_length) for q in questions]
 
 
 @dataclass
@@ -44,10 +42,12 @@ class Peer:
 
 
 @dataclass
-class _SenderView:
+class SenderView:
+    """What a receiver builds once per sender tokenizer (step 3, MinED): the vocabulary map and, per public
+    example, the alignment of the receiver's loss positions to the sender's."""
+
     vmap: VocabMap
-    aligner: SequenceAligner
-    public: dict[int, Encoded]  # the sender's tokenization of the public set, by uid
+    alignments: dict[int, np.ndarray]  # uid -> [receiver loss positions] sender row, or -1
 
 
 @dataclass
@@ -58,8 +58,10 @@ class AbsorbStats:
 
 
 class Party:
+    """One model of the federation, server LLM or client SLM: the state FedMKT's steps act on."""
+
     def __init__(self, name: str, loaded: LoadedModel, lora: LoraSpec, train: TrainSpec, fedmkt: FedMKTSpec,
-                 public: list[Question], seed: int = 0, progress=None, eval_scoring: str = "letter"):
+                 public: list[Question], seed: int = 0, reporter: Reporter = SILENT, eval_scoring: str = "letter"):
         self.name = name
         self.source = loaded.name
         self.tokenizer = loaded.tokenizer
@@ -71,11 +73,11 @@ class Party:
         self.public_by_uid = {e.uid: e for e in self.public}
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)
         self.clock = ComputeClock()
-        self.progress = progress
-        self._senders: dict[str, _SenderView] = {}
-        self._knowledge: KnowledgePacket | None = None
-        self.train_calls = 0
+        self.reporter = reporter
         self.eval_scoring = eval_scoring
+        self.train_calls = 0  # training steps so far: seeds each shuffle, saved in checkpoints
+        self._senders: dict[str, SenderView] = {}
+        self._knowledge: KnowledgePacket | None = None
         self._pooled: tuple[list[int], list[Encoded]] | None = None  # (uids, encodings) of centralized SFT
 
     @property
@@ -87,93 +89,57 @@ class Party:
         return self.seed * 1000 + self.train_calls
 
     def share_knowledge(self) -> KnowledgePacket:
-        """Knowledge on the public set; computed once per model state (absorb reuses what was sent)."""
+        """Steps (2) and (6): knowledge on the public set; computed once per model state (absorb reuses
+        what was sent)."""
         if self._knowledge is None:
             self._knowledge = extract_knowledge(
                 self.model, self.public, self.pad_id, self.fedmkt.top_k, self.train_spec.batch_size,
                 sender=self.name, tokenizer_id=self.fingerprint, vocab_size=int(self.model.config.vocab_size),
-                clock=self.clock, progress=self.progress)
+                clock=self.clock, reporter=self.reporter)
         return self._knowledge
 
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
         self._knowledge = None  # the model changes: its knowledge must be measured again
         return train_lora(self.model, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
-                          self.progress, f"{self.name}: {description}", **kd)
+                          self.reporter, f"{self.name}: {description}", **kd)
 
-    def _view(self, peer: Peer) -> _SenderView:
-        fingerprint = tokenizer_fingerprint(peer.tokenizer)
-        if peer.packet.tokenizer != fingerprint:
-            raise PacketError(
-                f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
-                f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
-        return self.sender_view(peer.tokenizer)
-
-    def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> _SenderView:
-        """Vocabulary map, sequence aligner and public encoding for a sender's tokenizer: built once
-        (ahead of round 1 when the runner prepares), reused every round."""
+    def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> SenderView:
+        """Step (3): vocabulary map and alignments for a sender's tokenizer, built once (ahead of round 1
+        when the runner prepares) and reused every round: the public set never changes."""
         fingerprint = tokenizer_fingerprint(tokenizer)
         view = self._senders.get(fingerprint)
         if view is None:
             same = fingerprint == self.fingerprint
             public = self.public if same else [encode(tokenizer, e.uid, *self._texts[e.uid], self.train_spec.max_length)
                                                for e in self.public]
-            view = _SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
-                               aligner=SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer)),
-                               public={e.uid: e for e in public})
-            for e in public:  # the alignments too: the public set never changes
-                view.aligner.align(self.public_by_uid[e.uid], e)
+            aligner = SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer))
+            view = SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
+                              alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public})
             self._senders[fingerprint] = view
         return view
 
+    def _knowledge_of(self, peer: Peer) -> SenderKnowledge:
+        fingerprint = tokenizer_fingerprint(peer.tokenizer)
+        if peer.packet.tokenizer != fingerprint:
+            raise PacketError(
+                f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
+                f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
+        view = self.sender_view(peer.tokenizer)
+        return SenderKnowledge(peer.packet, view.vmap, view.alignments)
+
     def absorb(self, peers: list[Peer]) -> AbsorbStats:
-        """One FedMKT distillation step: select per example among own and peers' knowledge, train."""
+        """Steps (4)-(5) on the server, (7) on a client: select per example among own and peers' knowledge
+        (DualMinCE), build the soft targets, train λ·CE + (1-λ)·soft CE."""
         own = self.share_knowledge()
-        own_row = own.index()
-        views = [self._view(p) for p in peers]
+        senders = [self._knowledge_of(p) for p in peers]
         uids = [e.uid for e in self.public]
-        own_ce = np.array([own.ce[own_row[u]] for u in uids], dtype=np.float64)
-        peer_ce = np.full((len(peers), len(uids)), np.inf)
-        peer_rows = []
-        for c, peer in enumerate(peers):
-            rows = peer.packet.index()
-            peer_rows.append(rows)
-            for n, u in enumerate(uids):
-                if u in rows:
-                    peer_ce[c, n] = peer.packet.ce[rows[u]]
-        weights = select_sources(own_ce, peer_ce, self.fedmkt.selection)
-        # How much of each peer's knowledge has a counterpart here, over everything it sent (selected
-        # or not): the alignments are cached, so this costs lookups only.
-        aligned_counts = np.zeros(len(peers))
-        total_positions = np.zeros(len(peers))
-        for c, view in enumerate(views):
-            for u in uids:
-                if u in peer_rows[c] and u in view.public:
-                    alignment = view.aligner.align(self.public_by_uid[u], view.public[u])
-                    aligned_counts[c] += (alignment >= 0).sum()
-                    total_positions[c] += len(alignment)
-
-        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for n, u in enumerate(uids):
-            receiver = self.public_by_uid[u]
-            parts = []
-            if weights[0, n] > 0:
-                parts.append(own_targets(own, own_row[u]).scaled(weights[0, n]))
-            for c, (peer, view) in enumerate(zip(peers, views)):
-                if weights[1 + c, n] <= 0:
-                    continue
-                alignment = view.aligner.align(receiver, view.public[u])
-                parts.append(reindex(peer.packet, peer_rows[c][u], alignment, view.vmap,
-                                     receiver.answer_ids).scaled(weights[1 + c, n]))
-            merged = SoftTargets.concat(parts)
-            cache[u] = (merged.ids, merged.probs)
-
-        loss = self._train(self.public, self.fedmkt.kd_epochs, "distill", targets=lambda e: cache[e.uid],
+        weights = select_sources(*gather_ce(uids, own, senders), self.fedmkt.selection)
+        targets = build_targets(uids, weights, own, senders, {e.uid: e.answer_ids for e in self.public})
+        loss = self._train(self.public, self.fedmkt.kd_epochs, "distill",
+                           targets=lambda e: (targets[e.uid].ids, targets[e.uid].probs),
                            ce_weight=self.fedmkt.ce_weight)
-        names = ["self"] + [p.packet.sender for p in peers]
-        selected = {name: float(w) for name, w in zip(names, weights.mean(axis=1))}
-        aligned = {p.packet.sender: float(a / t) if t else 0.0
-                   for p, a, t in zip(peers, aligned_counts, total_positions)}
-        return AbsorbStats(loss=loss, selected=selected, aligned_fraction=aligned)
+        return AbsorbStats(loss=loss, selected=selection_rates(weights, [p.packet.sender for p in peers]),
+                           aligned_fraction=aligned_fractions(uids, senders))
 
     def train_supervised(self, questions: list[Question], epochs: int) -> float:
         """Plain SFT on labelled questions (the centralized baseline pools everyone's data here)."""
@@ -210,6 +176,7 @@ class ClientParty(Party):
         self.private = encode_questions(self.tokenizer, private, self.train_spec.max_length)
 
     def train_private(self) -> float:
+        """Step (1): fine-tune the LoRA adapter on the private data."""
         if self.fedmkt.private_epochs == 0 or not self.private:
             return float("nan")
         return self._train(self.private, self.fedmkt.private_epochs, "private SFT")

@@ -1,0 +1,117 @@
+"""The client side of each phase, whatever carries the request, and the client's adapter store.
+
+The local runner calls `ClientRuntime.handle` directly; the Flower ClientApp calls it on each
+message. Every request names its round. Flower may serve each message in a fresh process, so a client
+keeps its latest adapter (and training step) in a store and picks it up; when the server repeats a
+round after resuming from its checkpoint, the client starts again from its adapter after the round
+before, so nothing is lost and nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from fedmkt.data.questions import Question
+from fedmkt.files import atomic_write_json
+from fedmkt.federation.protocol import (AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
+                                        PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
+                                        adapter_to_bytes)
+from fedmkt.federation.roles import ClientParty, Peer
+from fedmkt.knowledge import KnowledgePacket
+from fedmkt.models import peer_tokenizer
+
+INIT = "init"  # the phase recorded for an adapter as initialised
+_ENDS_A_ROUND = (Phase.DISTILL.value, Phase.PRIVATE.value, Phase.SET_ADAPTER.value, INIT)
+
+
+class ClientRuntime:
+    """One client: its party, evaluation sets and a store of its adapters.
+
+    store/latest/<name>/    the adapter after the last phase that changed it, with state.json
+                            (round, phase, training step): a fresh process picks up from here
+    store/round-N/<name>/   the adapter after round N (N=0: as initialised): the run's record, and
+                            where a repeated round starts from when the server resumes
+    """
+
+    def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None):
+        self.party = party
+        self.evaluation = evaluation
+        self.store = store
+        self.state = {"round": 0, "phase": INIT, "step": 0}
+        if store is not None and not (self._dir("round-0") / "adapter_model.safetensors").is_file():
+            self._write(self._dir("round-0"))
+
+    def _dir(self, kind: str) -> Path:
+        return self.store / kind / self.party.name
+
+    def _write(self, directory: Path) -> None:
+        self.party.save_adapter(directory)
+        atomic_write_json(directory / "state.json", self.state)
+
+    def _read(self, directory: Path) -> bool:
+        if not (directory / "state.json").is_file():
+            return False
+        self.party.load_adapter_state(load_file(str(directory / "adapter_model.safetensors")))
+        self.state = json.loads((directory / "state.json").read_text())
+        self.party.train_calls = int(self.state["step"])
+        return True
+
+    def _sync(self, round_no: int, phase: Phase) -> None:
+        """Bring the in-memory adapter to where this request expects it."""
+        if self.store is None:
+            return
+        latest = self._dir("latest")
+        if (latest / "state.json").is_file():
+            stored = json.loads((latest / "state.json").read_text())
+            if stored != self.state:
+                self._read(latest)
+        if phase in (Phase.SHARE, Phase.PRIVATE):  # a round's first phase
+            done = self.state["round"] == round_no - 1 and self.state["phase"] in _ENDS_A_ROUND
+            if not done:  # the server is repeating a round (it resumed): start from the round before
+                self._read(self._dir(f"round-{round_no - 1}"))
+
+    def _persist(self, round_no: int, phase: Phase, snapshot: bool) -> None:
+        self.state = {"round": round_no, "phase": phase.value, "step": self.party.train_calls}
+        if self.store is not None:
+            self._write(self._dir("latest"))
+            if snapshot:
+                self._write(self._dir(f"round-{round_no}"))
+
+    def handle(self, phase: Phase | str, payload: dict) -> dict:
+        """Serve one request in its wire form; the reply, in wire form, says how long the model computed."""
+        try:
+            phase = Phase(phase)
+        except ValueError:
+            raise ClientFailure(f"unknown phase '{phase}'; known: {[p.value for p in Phase]}") from None
+        before = self.party.clock.seconds
+        reply = self.serve(phase, Request.from_wire(payload))
+        reply.compute_s = self.party.clock.seconds - before
+        return reply.to_wire()
+
+    def serve(self, phase: Phase, request: Request) -> Reply:
+        party = self.party
+        self._sync(request.round, phase)
+        if phase == Phase.SHARE:  # steps (1) and (2)
+            loss = party.train_private()
+            self._persist(request.round, phase, snapshot=False)
+            return ShareReply(packet=party.share_knowledge().to_bytes(), private_loss=float(loss))
+        if phase == Phase.PRIVATE:
+            loss = party.train_private()
+            self._persist(request.round, phase, snapshot=True)
+            return PrivateReply(private_loss=float(loss))
+        if phase == Phase.DISTILL:  # step (7)
+            packet = KnowledgePacket.from_bytes(request.packet)
+            stats = party.absorb([Peer(packet, peer_tokenizer(str(request.tokenizer)))])
+            self._persist(request.round, phase, snapshot=True)
+            return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
+        if phase == Phase.EVALUATE:
+            return EvaluateReply(scores={domain: party.evaluate(questions)
+                                         for domain, questions in self.evaluation.items()})
+        if phase == Phase.GET_ADAPTER:
+            return AdapterReply(adapter=adapter_to_bytes(party.adapter_state()))
+        party.load_adapter_state(adapter_from_bytes(request.adapter))  # Phase.SET_ADAPTER
+        self._persist(request.round, phase, snapshot=True)
+        return Reply()

@@ -1,0 +1,196 @@
+"""Federated methods as classes over one round loop: FedMKT (LLM2SLM as its option) and the baselines.
+
+The coordinator's loop (`Coordinator.run`) is shared; a method fills in what one round trains, as
+Flower's strategies fill in `configure_train` / `aggregate_train` under `Strategy.start`. A method
+talks to clients only through `RoundContext.call`, which validates every reply and drops a client
+that fails (with the reason in the round's record) so the round goes on with the others.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+from fedmkt.config import RunConfig
+from fedmkt.data.splits import FederatedSplit
+from fedmkt.federation.protocol import REPLIES, ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes
+from fedmkt.federation.roles import Party, Peer, average_adapters
+from fedmkt.knowledge import KnowledgePacket, PacketError
+from fedmkt.models import peer_tokenizer
+from fedmkt.progress import Reporter
+from fedmkt.records import RoundRecord, Timing, WireBytes
+
+
+class Transport(Protocol):
+    """Carries one phase to clients: {client: request in wire form} -> {client: wire reply or ClientFailure}."""
+
+    def call(self, phase: Phase, payloads: dict[str, dict]) -> dict[str, dict | ClientFailure]: ...
+
+
+def call_clients(transport: Transport, phase: Phase, requests: dict[str, Request],
+                 dropped: dict[str, str], reporter: Reporter) -> dict[str, Reply]:
+    """One phase on the named clients: replies validated in one place; a failure drops its client."""
+    wire = transport.call(phase, {name: request.to_wire() for name, request in requests.items()})
+    replies = {}
+    for name in requests:
+        try:
+            reply = wire.get(name, ClientFailure("no reply"))
+            if isinstance(reply, ClientFailure):
+                raise reply
+            replies[name] = REPLIES[phase].from_wire(reply)
+        except ClientFailure as failure:
+            dropped[name] = f"{phase.value}: {failure}"
+            reporter.message(f"client {name} dropped from this round ({phase.value}: {failure})", "warning")
+    return replies
+
+
+class RoundContext:
+    """One round in progress: the record it fills, and client calls that count compute and drops."""
+
+    def __init__(self, number: int, transport: Transport, reporter: Reporter, record: RoundRecord):
+        self.number, self.transport, self.reporter, self.record = number, transport, reporter, record
+        self.client_compute_s = 0.0
+        self.started = time.perf_counter()
+
+    def call(self, phase: Phase, requests: dict[str, Request]) -> dict[str, Reply]:
+        replies = call_clients(self.transport, phase, requests, self.record.dropped, self.reporter)
+        self.client_compute_s += sum(r.compute_s for r in replies.values())
+        return replies
+
+    def ask(self, phase: Phase, names: list[str]) -> dict[str, Reply]:
+        """The same plain request (just the round) to every named client."""
+        return self.call(phase, {n: Request(self.number) for n in names})
+
+    def drop(self, name: str, phase: Phase, reason: str) -> None:
+        self.record.dropped[name] = f"{phase.value}: {reason}"
+        self.reporter.message(f"client {name} dropped from this round ({reason})", "warning")
+
+    def timing(self, server_compute_s: float) -> Timing:
+        """Round wall time against all parties' model compute; in-process clients run one after another,
+        so wall/compute measures our overhead there."""
+        wall = time.perf_counter() - self.started
+        compute = server_compute_s + self.client_compute_s
+        return Timing(wall, compute, wall / max(compute, 1e-9))
+
+
+class Method(ABC):
+    """What one round trains, and which parties it trains (only they are evaluated after round 0)."""
+
+    def __init__(self, config: RunConfig, server: Party, split: FederatedSplit):
+        self.config, self.server, self.split = config, server, split
+        self.clients = [c.name for c in config.clients]
+        self.client_sources = {c.name: c.model.source for c in config.clients}
+
+    @property
+    def trains_server(self) -> bool:
+        return False
+
+    @property
+    def trained_clients(self) -> list[str]:
+        return self.clients
+
+    def new_record(self, round_no: int) -> RoundRecord:
+        return RoundRecord(round=round_no)
+
+    @abstractmethod
+    def train_round(self, rnd: RoundContext) -> None:
+        """Run one round's training, filling rnd.record (losses, selection, bytes)."""
+
+    def average_client_adapters(self, rnd: RoundContext, names: list[str]) -> None:
+        """FedAvg of the named clients' LoRA adapters (clients of one base model)."""
+        if len(names) < 2:
+            return
+        sources = {self.client_sources[n] for n in names}
+        if len(sources) != 1:
+            raise ValueError(f"FedAvg of SLM adapters needs clients of one base model, got {sorted(sources)}")
+        adapters = rnd.ask(Phase.GET_ADAPTER, names)
+        averaged = adapter_to_bytes(average_adapters([adapter_from_bytes(r.adapter) for r in adapters.values()]))
+        rnd.call(Phase.SET_ADAPTER, {n: Request(rnd.number, adapter=averaged) for n in adapters})
+
+
+class FedMKT(Method):
+    """Algorithm 1 of Fan et al. (2025): clients share knowledge up (steps 1-2), the server aligns, selects
+    and distills (3-5) unless it is frozen (LLM2SLM), sends its knowledge down (6), clients distill (7);
+    optionally FedAvg of the SLM adapters (homogeneous clients)."""
+
+    @property
+    def trains_server(self) -> bool:
+        return self.config.fedmkt.llm_training
+
+    def new_record(self, round_no: int) -> RoundRecord:
+        return RoundRecord(round=round_no, aligned_fraction={})
+
+    def _peers(self, rnd: RoundContext) -> tuple[list[Peer], int]:
+        """Steps (1)-(2) on the clients: their packets, checked, and the bytes they took."""
+        peers, up = [], 0
+        for name, reply in rnd.ask(Phase.SHARE, self.clients).items():
+            try:
+                packet = KnowledgePacket.from_bytes(reply.packet)
+                if packet.sender != name:
+                    raise PacketError(f"packet from client '{name}' claims to come from '{packet.sender}'")
+                peers.append(Peer(packet, peer_tokenizer(self.client_sources[name])))
+                up += len(reply.packet)
+                rnd.record.private_loss[name] = reply.private_loss
+            except PacketError as error:
+                rnd.drop(name, Phase.SHARE, str(error))
+        return peers, up
+
+    def train_round(self, rnd: RoundContext) -> None:
+        record = rnd.record
+        peers, up = self._peers(rnd)
+        if self.config.fedmkt.llm_training and peers:  # steps (3)-(5)
+            stats = self.server.absorb(peers)
+            record.kd_loss["server"], record.selection["server"] = stats.loss, stats.selected
+            record.aligned_fraction["server"] = stats.aligned_fraction
+        down = self.server.share_knowledge().to_bytes()  # step (6)
+        live = [p.packet.sender for p in peers]
+        distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
+                                             for n in live})
+        for name, reply in distilled.items():  # step (7) happened on each client
+            record.kd_loss[name] = reply.loss
+            record.selection[name] = reply.selected
+            record.aligned_fraction[name] = reply.aligned
+        if self.config.fedmkt.fedavg_slms:
+            self.average_client_adapters(rnd, list(distilled))
+        record.bytes = WireBytes(up_per_client=up / max(len(peers), 1), down=len(down) * len(live))
+
+
+class Standalone(Method):
+    """Baseline: each SLM trains on its own private data; nothing is exchanged."""
+
+    def train_round(self, rnd: RoundContext) -> None:
+        for name, reply in rnd.ask(Phase.PRIVATE, self.clients).items():
+            rnd.record.private_loss[name] = reply.private_loss
+
+
+class FedAvg(Standalone):
+    """Baseline: SLMs train on private data, then their LoRA adapters are averaged."""
+
+    def train_round(self, rnd: RoundContext) -> None:
+        super().train_round(rnd)
+        self.average_client_adapters(rnd, list(rnd.record.private_loss))
+
+
+class Centralized(Method):
+    """Baseline: the LLM trains on every client's private data plus the public set, pooled."""
+
+    @property
+    def trains_server(self) -> bool:
+        return True
+
+    @property
+    def trained_clients(self) -> list[str]:
+        return []
+
+    def train_round(self, rnd: RoundContext) -> None:
+        pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]
+        rnd.record.private_loss["server"] = self.server.train_supervised(pooled, max(self.config.fedmkt.private_epochs, 1))
+
+
+METHODS: dict[str, type[Method]] = {"fedmkt": FedMKT, "standalone": Standalone, "fedavg": FedAvg,
+                                    "centralized": Centralized}
+
+
+def method_for(config: RunConfig, server: Party, split: FederatedSplit) -> Method:
+    return METHODS[config.fedmkt.method](config, server, split)

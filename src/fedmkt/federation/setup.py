@@ -1,0 +1,59 @@
+"""What every party sets up the same way, whichever runner drives it: seeds, data split, parties.
+
+The local runner and the Flower apps both build on this module and never on each other.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmkt.config import RunConfig
+from fedmkt.data.bigbench import load_bigbench
+from fedmkt.data.mmlu import load_mmlu
+from fedmkt.data.questions import Question
+from fedmkt.data.splits import FederatedSplit, split_questions
+from fedmkt.federation.client import ClientRuntime
+from fedmkt.federation.roles import ClientParty, Party
+from fedmkt.models import load_model
+from fedmkt.progress import SILENT, Reporter
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_questions(config: RunConfig) -> list[Question]:
+    questions = load_mmlu()
+    if config.data.bigbench_tasks:
+        questions += load_bigbench(config.data.bigbench_tasks)
+    return questions
+
+
+def federated_split(config: RunConfig, questions: list[Question] | None = None) -> FederatedSplit:
+    """The same split on every party: it depends only on the config and its seed."""
+    return split_questions(questions if questions is not None else load_questions(config),
+                           {c.name: c.domains for c in config.clients}, config.data.public_size,
+                           config.data.private_size, config.data.eval_size, config.data.eval_domains, config.seed)
+
+
+def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
+    return Party("server", load_model(config.server, seed=config.seed), lora=config.lora, train=config.train,
+                 fedmkt=config.fedmkt, public=split.public, seed=config.seed, reporter=reporter,
+                 eval_scoring=config.data.eval_scoring)
+
+
+def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path | None,
+                reporter: Reporter = SILENT) -> ClientRuntime:
+    index = [c.name for c in config.clients].index(name)
+    spec = config.clients[index]
+    seed = config.seed + 1 + index
+    party = ClientParty(name, load_model(spec.model, seed=seed), lora=config.lora, train=config.train,
+                        fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
+                        private=split.private[name], eval_scoring=config.data.eval_scoring)
+    return ClientRuntime(party, split.evaluation, store)

@@ -1,0 +1,129 @@
+"""The run folder, owned by one class: what a run writes and what a resume reads back.
+
+    config.yaml          the resolved config
+    metrics.json         RunMetrics, rewritten after every round (atomically)
+    round-N/<party>/     LoRA adapters after round N
+    checkpoint/          round-N/ (server adapter, RNG state), then state.json, written last: a crash
+                         between the writes leaves the previous checkpoint in force
+    summary.md           written by the caller when the run ends
+A zero-shot cache (a file shared by the cells of an experiment grid) is read and written here too.
+Nothing read back is pickled: RNG state is JSON, adapters safetensors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from fedmkt.config import RunConfig
+from fedmkt.files import atomic_folder, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fedmkt.federation.protocol import adapter_from_bytes, adapter_to_bytes
+from fedmkt.records import Evaluation, PartyScores, RunMetrics
+from fedmkt.summary import summary_markdown
+
+
+def rng_state() -> dict:
+    """Python's, NumPy's and torch's global RNG state as JSON-safe data."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
+
+
+@dataclass
+class Checkpoint:
+    completed_round: int
+    server_train_calls: int
+    server_adapter: dict[str, torch.Tensor]
+
+
+class RunStore:
+    def __init__(self, root: Path, zero_shot_cache: Path | None = None):
+        self.root = root
+        self.zero_shot_cache = zero_shot_cache
+
+    @classmethod
+    def open(cls, config: RunConfig, resume: bool = False, zero_shot_cache: Path | None = None) -> "RunStore":
+        """The run folder named by the config: an existing run to resume, or a new (or empty) folder."""
+        name = config.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
+        root = config.output_dir / name
+        if resume:
+            if not (root / "metrics.json").is_file():
+                raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
+            return cls(root, zero_shot_cache)
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(f"run folder {root} already exists and is not empty; choose another run_name "
+                                  f"or resume it")
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root, zero_shot_cache)
+
+    # -- config, metrics, summary ---------------------------------------------------------------
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.root / "config.yaml",
+                          yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+
+    def write_metrics(self, metrics: RunMetrics) -> None:
+        atomic_write_json(self.root / "metrics.json", metrics.to_json())
+
+    def read_metrics(self) -> RunMetrics:
+        return RunMetrics.from_json(json.loads((self.root / "metrics.json").read_text()))
+
+    def write_summary(self, metrics: RunMetrics) -> Path:
+        return atomic_write_text(self.root / "summary.md", summary_markdown(metrics))
+
+    def adapter_dir(self, round_no: int, party: str) -> Path:
+        return self.root / f"round-{round_no}" / party
+
+    # -- checkpoint -------------------------------------------------------------------------------
+    def save_checkpoint(self, round_no: int, server_adapter: dict[str, torch.Tensor], server_train_calls: int) -> None:
+        ckpt = self.root / "checkpoint"
+
+        def write(folder: Path) -> None:
+            atomic_write_bytes(folder / "server_adapter.safetensors", adapter_to_bytes(server_adapter))
+            atomic_write_json(folder / "rng.json", rng_state())
+
+        atomic_folder(ckpt / f"round-{round_no}", write, replace=True)
+        # The manifest goes last: until it names round N, a resume uses the checkpoint before.
+        atomic_write_json(ckpt / "state.json", {"completed_round": round_no, "server_train_calls": server_train_calls})
+        for old in ckpt.glob("round-*"):
+            if old.name != f"round-{round_no}":
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        """The last complete checkpoint, with the RNG state restored; None before the first."""
+        ckpt = self.root / "checkpoint"
+        if not (ckpt / "state.json").is_file():
+            return None
+        saved = json.loads((ckpt / "state.json").read_text())
+        folder = ckpt / f"round-{int(saved['completed_round'])}"
+        set_rng_state(json.loads((folder / "rng.json").read_text()))
+        return Checkpoint(int(saved["completed_round"]), int(saved["server_train_calls"]),
+                          adapter_from_bytes((folder / "server_adapter.safetensors").read_bytes()))
+
+    # -- zero-shot scores shared between runs ------------------------------------------------------
+    def cached_zero_shot(self) -> dict[str, PartyScores]:
+        if self.zero_shot_cache is None or not self.zero_shot_cache.is_file():
+            return {}
+        return {key: PartyScores.from_json(v) for key, v in json.loads(self.zero_shot_cache.read_text()).items()}
+
+    def save_zero_shot(self, cache: Evaluation) -> None:
+        if self.zero_shot_cache is not None:
+            atomic_write_json(self.zero_shot_cache, {key: scores.to_json() for key, scores in cache.items()})

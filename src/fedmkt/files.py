@@ -1,0 +1,61 @@
+"""Writes that readers never see half done: the one helper for files and folders.
+
+A file is written under a temporary name beside its target and renamed over it (a rename within one
+folder is atomic on POSIX and Windows); a folder is filled under a temporary name and renamed into
+place. A crash leaves either the old content or the new, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def atomic_folder(target: Path, write: Callable[[Path], object], replace: bool = False) -> Path:
+    """Fill a new folder through `write(tmp)` and rename it to `target`. An existing target is kept
+    (another process won the race) unless `replace`, in which case it is swapped out after the new one
+    is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists() and not replace:
+            shutil.rmtree(tmp)
+            return target
+        old = None
+        if target.exists():
+            old = target.with_name(target.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,131 @@
+"""Typed records of a run: what metrics.json holds, read and written in one place.
+
+The federation fills them, report/plots/experiment read them; nobody shares dict keys by convention.
+`to_json` keeps the on-disk layout of metrics.json (older run folders and the committed grids load
+with `from_json`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PartyScores:
+    """One party's evaluation: metrics per domain ({"acc", "acc_norm", "n"} or {"rougeL", "n"}) and their
+    means ("score": the mean of each domain's primary metric)."""
+
+    domains: dict[str, dict[str, float]]
+    mean: dict[str, float]
+
+    @property
+    def score(self) -> float:
+        return self.mean["score"]
+
+    def to_json(self) -> dict:
+        return {**self.domains, "mean": self.mean}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PartyScores":
+        return cls({k: v for k, v in data.items() if k != "mean"}, data["mean"])
+
+
+Evaluation = dict[str, PartyScores]  # party name -> its scores
+
+
+def _evaluation_json(evaluation: Evaluation) -> dict:
+    return {name: scores.to_json() for name, scores in evaluation.items()}
+
+
+def _evaluation_from(data: dict) -> Evaluation:
+    return {name: PartyScores.from_json(scores) for name, scores in data.items()}
+
+
+@dataclass
+class Timing:
+    """Round wall time against all parties' model compute (forward, backward, optimizer)."""
+
+    wall_s: float
+    model_compute_s: float
+    overhead_ratio: float
+
+
+@dataclass
+class WireBytes:
+    up_per_client: float
+    down: float
+
+
+@dataclass
+class RoundRecord:
+    """What one round did: losses, DualMinCE selection rates, who was dropped and why, cost, scores."""
+
+    round: int
+    private_loss: dict[str, float | None] = field(default_factory=dict)
+    selection: dict[str, dict[str, float]] = field(default_factory=dict)  # receiver -> source -> fraction
+    aligned_fraction: dict[str, dict[str, float]] | None = None  # receiver -> sender -> fraction; FedMKT only
+    kd_loss: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # client -> reason
+    timing: Timing | None = None
+    bytes: WireBytes = field(default_factory=lambda: WireBytes(0.0, 0.0))
+    evaluation: Evaluation = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out: dict = {"round": self.round, "private_loss": self.private_loss, "selection": self.selection}
+        if self.aligned_fraction is not None:
+            out["aligned_fraction"] = self.aligned_fraction
+        out.update({"kd_loss": self.kd_loss, "dropped": self.dropped})
+        if self.timing is not None:
+            out["timing"] = vars(self.timing)
+        out["bytes"] = vars(self.bytes)
+        out["evaluation"] = _evaluation_json(self.evaluation)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RoundRecord":
+        return cls(round=data["round"], private_loss=data.get("private_loss", {}), selection=data.get("selection", {}),
+                   aligned_fraction=data.get("aligned_fraction"), kd_loss=data.get("kd_loss", {}),
+                   dropped=data.get("dropped", {}),
+                   timing=Timing(**data["timing"]) if "timing" in data else None,
+                   bytes=WireBytes(**data["bytes"]) if "bytes" in data else WireBytes(0.0, 0.0),
+                   evaluation=_evaluation_from(data.get("evaluation", {})))
+
+
+@dataclass
+class SplitSizes:
+    public: int
+    private: dict[str, int]
+    evaluation: dict[str, int]
+
+
+@dataclass
+class RunMetrics:
+    """metrics.json: the resolved config (as saved), split sizes, zero-shot scores and one record a round."""
+
+    config: dict
+    split: SplitSizes
+    zero_shot: Evaluation = field(default_factory=dict)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    wall_s: float | None = None
+
+    @property
+    def final(self) -> Evaluation:
+        """Scores after the last round (empty before round 1)."""
+        return self.rounds[-1].evaluation if self.rounds else {}
+
+    def stages(self) -> list[tuple[int, Evaluation]]:
+        """(round, evaluation) from zero-shot (round 0) to the last round."""
+        return [(0, self.zero_shot)] + [(r.round, r.evaluation) for r in self.rounds]
+
+    def to_json(self) -> dict:
+        out = {"config": self.config, "split": vars(self.split), "rounds": [r.to_json() for r in self.rounds],
+               "zero_shot": _evaluation_json(self.zero_shot)}
+        if self.wall_s is not None:
+            out["wall_s"] = self.wall_s
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunMetrics":
+        return cls(config=data["config"], split=SplitSizes(**data["split"]),
+                   zero_shot=_evaluation_from(data.get("zero_shot", {})),
+                   rounds=[RoundRecord.from_json(r) for r in data.get("rounds", [])], wall_s=data.get("wall_s"))

@@ -1,0 +1,65 @@
+"""summary.md of one run: who took part, scores from zero-shot to the last round, cost, dropped clients."""
+
+from __future__ import annotations
+
+from fedmkt.evaluation import primary_metric
+from fedmkt.records import Evaluation, RunMetrics
+
+
+def domain_cell(result: dict) -> str:
+    if primary_metric(result) == "acc":
+        return f"{result['acc']:.3f} / {result['acc_norm']:.3f}"
+    return f"{result['rougeL']:.3f}"
+
+
+def _cell_header(result: dict) -> str:
+    return "acc / acc_norm" if primary_metric(result) == "acc" else "ROUGE-L"
+
+
+def _row(name: str, evaluation: Evaluation, domains: list[str], dropped: dict) -> str:
+    if name not in evaluation:  # dropped, or not trained by this method (baselines)
+        why = "dropped" if name in dropped else "-"
+        return f"| {name} | " + " | ".join(why for _ in domains) + f" | {why} |"
+    cells = [domain_cell(evaluation[name].domains[d]) for d in domains]
+    return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name].score:.3f} |"
+
+
+def summary_markdown(metrics: RunMetrics) -> str:
+    zero = metrics.zero_shot
+    parties = list(zero)
+    first = next(iter(zero.values())).domains
+    domains = list(first)
+    cfg = metrics.config
+    split = metrics.split
+    tasks = cfg["data"].get("bigbench_tasks")
+    lines = [
+        "# FedMKT run summary", "",
+        f"- server LLM: `{cfg['server']['source']}`; clients: "
+        + ", ".join(f"`{c['name']}` (`{c['model']['source']}`, private: {', '.join(c['domains'])})" for c in cfg["clients"]),
+        f"- method: {cfg['fedmkt'].get('method', 'fedmkt')}, rounds: {cfg['fedmkt']['rounds']}, top-K: {cfg['fedmkt']['top_k']}, lambda: {cfg['fedmkt']['ce_weight']}, "
+        f"selection: {cfg['fedmkt']['selection']}, LLM training: {cfg['fedmkt']['llm_training']}, "
+        f"FedAvg of SLMs: {cfg['fedmkt']['fedavg_slms']}",
+        f"- data (MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}): public {split.public}, private {split.private}, "
+        f"evaluation {split.evaluation}",
+        f"- wall time: {metrics.wall_s or 0:.0f} s", "",
+    ]
+    header = "| party | " + " | ".join(f"{d} {_cell_header(first[d])}" for d in domains) + " | mean score |"
+    sep = "|" + "---|" * (len(domains) + 2)
+    stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds]
+    for title, evaluation, dropped in stages:
+        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, dropped) for p in parties] + [""]
+    if metrics.rounds:
+        lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "
+                  "server picks (self / clients) |", "|---|---|---|---|---|---|---|"]
+        for r in metrics.rounds:
+            picks = r.selection.get("server", {})
+            pick = " / ".join(f"{v:.2f}" for v in picks.values()) if picks else "-"
+            t = r.timing
+            lines.append(f"| {r.round} | {t.wall_s:.1f} | {t.model_compute_s:.1f} | {t.overhead_ratio:.3f} | "
+                         f"{r.bytes.up_per_client:.0f} | {r.bytes.down:.0f} | {pick} |")
+        lines.append("")
+    dropped = [(r.round, who, why) for r in metrics.rounds for who, why in r.dropped.items()]
+    if dropped:
+        lines += ["## dropped clients", "", "| round | client | reason |", "|---|---|---|"]
+        lines += [f"| {r} | {who} | {why} |" for r, who, why in dropped] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Requests and replies in their wire form: every field round-trips, a malformed reply is refused by name."""
+
+import pytest
+
+from fedmkt.federation.protocol import (REPLIES, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
+                                        PrivateReply, Reply, Request, ShareReply)
+
+EXAMPLES = [ShareReply(1.5, b"\x00\x01", 0.25), PrivateReply(0.5, 2.0),
+            DistillReply(2.0, 0.3, {"self": 0.25, "server": 0.75}, {"server": 0.9}),
+            EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4.0},
+                                "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2.0}}),
+            AdapterReply(0.2, b"weights"), Reply(0.0)]
+
+
+@pytest.mark.parametrize("reply", EXAMPLES, ids=lambda r: type(r).__name__)
+def test_every_reply_round_trips_through_its_wire_form(reply):
+    wire = reply.to_wire()
+    assert all(isinstance(v, (str, int, float, bytes)) for v in wire.values())  # what a ConfigRecord carries
+    assert type(reply).from_wire(wire) == reply
+
+
+def test_each_phase_has_a_reply_type_and_a_flower_message_type():
+    assert set(REPLIES) == set(Phase)
+    for phase in Phase:
+        category = phase.value.partition(".")[0]
+        assert category in ("train", "evaluate", "query")  # Flower's message categories
+
+
+@pytest.mark.parametrize("kind, wire, problem", [
+    (ShareReply, {"private_loss": 1.0}, "no 'packet'"),
+    (ShareReply, {"packet": "text", "private_loss": 1.0}, "'packet' is str"),
+    (PrivateReply, {"private_loss": "0.5"}, "'private_loss' is str"),
+    (DistillReply, {"loss": 1.0, "selected.self": b"x"}, "'selected.self' is bytes"),
+    (DistillReply, {"selected.self": 1.0}, "no 'loss'"),
+    (PrivateReply, {"private_loss": 1.0, "compute_s": "fast"}, "'compute_s' is str"),
+    (EvaluateReply, {"eval.stem": 0.5}, "names no metric"),
+    (PrivateReply, "not a record", "not a record"),
+])
+def test_malformed_replies_are_refused_with_the_field_named(kind, wire, problem):
+    with pytest.raises(ClientFailure, match=problem):
+        kind.from_wire(wire)
+
+
+def test_a_request_carries_only_what_its_phase_needs():
+    assert Request(3).to_wire() == {"round": 3}
+    request = Request(2, packet=b"p", tokenizer="gemma3-270m")
+    assert Request.from_wire(request.to_wire()) == request
