@@ -61,11 +61,13 @@ class FlowerCluster:
         self._start("superlink", args)
         self.wait(lambda: self._listening(self.port), 60, "SuperLink to listen")
 
-    def start_supernode(self, name: str) -> None:
+    def start_supernode(self, name: str, claim: str | None = None, node_config: str = "") -> None:
+        """A SuperNode known here as `name`, telling the server it is client `claim` (default: name)."""
         port = free_port()
         self.ports[f"supernode-{name}"] = port
+        config = f'name="{claim or name}" state-dir="{self.tmp / "nodes" / name}" {node_config}'.strip()
         args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
-                "--node-config", f'name="{name}" state-dir="{self.tmp / "nodes"}"', *self.supernode_args.get(name, ())]
+                "--node-config", config, *self.supernode_args.get(name, ())]
         args += ["--root-certificates", str(self.tls["ca"])] if self.tls else ["--insecure"]
         self._start(f"supernode-{name}", args)
 

@@ -14,6 +14,7 @@ from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateRep
                                         ShareReply)
 from fedmkt.federation.roles import AbsorbStats
 from fedmkt.federation.store import RunStore
+from fedmkt.selection import SenderKnowledge
 from fedmkt.training import ComputeClock
 from tests.test_selection import packet
 from tests.tiny import tiny_config
@@ -30,6 +31,9 @@ class FakeServer:
 
     def sender_view(self, tokenizer):
         return None
+
+    def receive(self, peer):
+        return SenderKnowledge(peer.packet, None, {})
 
     def absorb(self, peers):
         self.absorbed.append([p.packet.sender for p in peers])

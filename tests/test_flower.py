@@ -52,14 +52,14 @@ def test_two_rounds_over_flower_equal_the_local_runner(cluster, tmp_path, local_
     # The server keeps its adapters in the run folder, each client in its own node's store.
     assert (run_dir / "round-2" / "server" / "adapter_model.safetensors").is_file()
     for client in ("stem", "hum"):
-        assert (tmp_path / "nodes" / "fl" / "round-2" / client / "adapter_model.safetensors").is_file()
+        assert (tmp_path / "nodes" / client / "fl" / "round-2" / client / "adapter_model.safetensors").is_file()
         assert not (run_dir / "round-2" / client).exists()
 
 
 def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, tmp_path):
     run_dir = tmp_path / "runs" / "kill"
     cluster.run(tiny_config(tmp_path / "runs", "kill", rounds=1), phase_timeout=60)  # a clientapp process per message: ~20 s
-    shared = tmp_path / "nodes" / "kill" / "latest" / "hum" / "state.json"
+    shared = tmp_path / "nodes" / "hum" / "kill" / "latest" / "hum" / "state.json"
     cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == Phase.SHARE.value, 300,
                  "client 'hum' to share its knowledge")
     cluster.kill("supernode-hum")  # after sending knowledge, before distilling the LLM's
@@ -86,28 +86,35 @@ def test_server_killed_after_round_one_resumes_and_finishes(cluster, tmp_path, l
     assert_same_rounds(metrics(run_dir), local_reference, 2)
 
 
-def test_tls_and_supernode_authentication(tmp_path):
+def test_identities_bound_to_keys_and_a_wrong_model_over_tls(tmp_path):
+    """TLS and SuperNode auth; a registered node claiming another client's name is refused, and a client
+    started with the wrong model sends a packet the server drops: the round completes with the rest."""
     from tests.flower_cluster import self_signed_tls, supernode_keys
 
     tls = self_signed_tls(tmp_path / "tls")
-    private, public = supernode_keys(tmp_path / "tls", "stem")
-    intruder_private, _ = supernode_keys(tmp_path / "tls", "intruder")
+    keys = {name: supernode_keys(tmp_path / "tls", name) for name in ("stem", "hum", "spoof")}
     cluster = FlowerCluster(tmp_path, tls=tls, superlink_args=("--enable-supernode-auth",),
-                            supernode_args={"stem": ("--auth-supernode-private-key", str(private)),
-                                            "hum": ("--auth-supernode-private-key", str(intruder_private))})
+                            supernode_args={n: ("--auth-supernode-private-key", str(k[0])) for n, k in keys.items()})
     try:
         cluster.start_superlink()
-        registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
-                                    env=cluster.env, capture_output=True, text=True, timeout=60)
-        assert registered.returncode == 0, registered.stdout + registered.stderr
+        for _, public in keys.values():
+            registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
+                                        env=cluster.env, capture_output=True, text=True, timeout=60)
+            assert registered.returncode == 0, registered.stdout + registered.stderr
         cluster.start_supernode("stem")
-        cluster.start_supernode("hum")  # its key was never registered
+        cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
+        cluster.start_supernode("hum", node_config='model="tiny:gemma3-270m"')  # not the config's tokenizer
         config = tiny_config(tmp_path / "runs", "tls", rounds=1)
-        cluster.run(config, phase_timeout=60, join_timeout=30)
+        for client in config["clients"]:
+            client["public_key"] = str(keys[client["name"]][1])
+        cluster.run(config, phase_timeout=90, join_timeout=60)
         run_dir = tmp_path / "runs" / "tls"
-        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with an authenticated SuperNode")
+        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with authenticated SuperNodes")
         record = metrics(run_dir)["rounds"][0]
-        assert "stem" in record["kd_loss"]
-        assert "hum" in record["dropped"]  # refused by the SuperLink: never joined
+        assert "stem" in record["kd_loss"] and set(record["selection"]["server"]) == {"self", "stem"}
+        assert "tokenizer mismatch" in record["dropped"]["hum"]
+        # Two nodes claimed "stem": without the key check neither would be accepted (and stem would have no
+        # kd_loss above); the spoofing node was refused and never served the run.
+        assert not (tmp_path / "nodes" / "spoof").exists() and (tmp_path / "nodes" / "stem").is_dir()
     finally:
         cluster.stop()

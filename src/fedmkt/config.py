@@ -17,9 +17,12 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending field."""
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"  # clients, runs, grid cells: also safe folder names
+
+
 class _Strict(BaseModel):
-    # Unknown keys are typos far more often than intent: reject them.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are typos far more often than intent: reject them. NaN and inf are never meant.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -75,9 +78,12 @@ class DataSpec(_Strict):
 
 
 class ClientSpec(_Strict):
-    name: str
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '-', '.'; not starting with '.'")
     model: ModelSpec = ModelSpec(source="smollm2-135m-instruct")
     domains: list[str] = Field(min_length=1, description="MMLU domain groups of its private data")
+    public_key: str | None = Field(
+        None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
+                          "path of its .pub file) that a node claiming this name must hold")
 
 
 METHODS = {
@@ -99,12 +105,13 @@ class FedMKTSpec(_Strict):
     fedavg_slms: bool = Field(False, description="average SLM adapters after KD (same base model)")
     private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
     kd_epochs: int = Field(1, ge=1)
+    max_packet_bytes: int = Field(256 * 2**20, ge=1024, description="larger knowledge packets are refused")
 
 
 class RunConfig(_Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     output_dir: Path = Path("runs")
-    run_name: str | None = None
+    run_name: str | None = Field(None, pattern=NAME_PATTERN)
     server: ModelSpec = ModelSpec(source="gemma3-270m")
     clients: list[ClientSpec] = Field(
         default_factory=lambda: [
@@ -165,8 +172,6 @@ def load_config(path: str | Path | None) -> RunConfig:
 
 
 # -- experiment grids: many runs from one file (run by fedmkt.experiment, reported by fedmkt.report) ------
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a name that is also a safe folder name
 
 
 class CellSpec(_Strict):

@@ -25,7 +25,7 @@ from typing import Callable
 
 import yaml
 
-from fedmkt.config import ConfigError, RunConfig, load_grid
+from fedmkt.config import ConfigError, RunConfig, load_grid, parse_config
 from fedmkt.data.questions import Question
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.setup import load_questions
@@ -44,8 +44,12 @@ def _same_config(cell_dir: Path, config: RunConfig) -> bool:
     saved = cell_dir / "config.yaml"
     if not saved.is_file():
         return True
-    mine = json.loads(config.model_dump_json())
-    return yaml.safe_load(saved.read_text()) == mine
+    # Read back through the schema: fields added since the cell ran take their defaults.
+    try:
+        theirs = parse_config(yaml.safe_load(saved.read_text()))
+    except ConfigError:
+        return False
+    return json.loads(theirs.model_dump_json()) == json.loads(config.model_dump_json())
 
 
 def run_grid(path: Path, output_dir: Path | None = None, reporter: Reporter = SILENT,

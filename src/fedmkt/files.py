@@ -8,6 +8,7 @@ place. A crash leaves either the old content or the new, never a mix.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,8 +33,30 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(value):
+    """NaN and inf become null: strict JSON has no spelling for them (a skipped step's loss is NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: Path, data) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2))
+    return atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def child(root: Path, *names: str) -> Path:
+    """root/names..., refusing any name that would lead outside root (absolute, '..', separators)."""
+    path = root.joinpath(*names)
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+            raise ValueError(f"'{name}' cannot name a folder inside {root}")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path} leads outside {root}")
+    return path
 
 
 def atomic_folder(target: Path, write: Callable[[Path], object], replace: bool = False) -> Path:

@@ -171,7 +171,11 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
         return _prepare_tokenizer(_load_gguf_tokenizer(_packaged_gguf(PACKAGED[str(path)])))
     if kind == "gguf":
         return _prepare_tokenizer(_load_gguf_tokenizer(path))
-    return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    try:
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    except (OSError, ValueError, TypeError) as error:  # transformers' word for "no tokenizer files here"
+        raise ModelNotFoundError(f"model source '{source}' has no usable tokenizer (tokenizer.json or "
+                                 f"tokenizer_config.json with its vocabulary): {str(error)[:200]}") from None
 
 
 _PEERS: dict[str, PreTrainedTokenizerBase] = {}

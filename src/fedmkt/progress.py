@@ -45,3 +45,18 @@ class SilentReporter:
 
 
 SILENT = SilentReporter()
+
+
+class _LineTask(_SilentTask):
+    def finish(self, line: str) -> None:
+        print(line, flush=True)
+
+
+class LineReporter:
+    """One plain line per finished task and per message, to standard output (server logs)."""
+
+    def task(self, description: str, total: int) -> Task:
+        return _LineTask()
+
+    def message(self, text: str, level: str = "info") -> None:
+        print(f"{level.upper()}: {text}" if level in ("warning", "heading") else text, flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from fedmkt.data.questions import Question
-from fedmkt.files import atomic_write_json
+from fedmkt.files import atomic_folder, atomic_write_json, child
 from fedmkt.federation.protocol import (AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes)
@@ -45,33 +45,50 @@ class ClientRuntime:
             self._write(self._dir("round-0"))
 
     def _dir(self, kind: str) -> Path:
-        return self.store / kind / self.party.name
+        return child(self.store, kind, self.party.name)
 
     def _write(self, directory: Path) -> None:
-        self.party.save_adapter(directory)
-        atomic_write_json(directory / "state.json", self.state)
+        def write(tmp: Path) -> None:
+            self.party.save_adapter(tmp)
+            atomic_write_json(tmp / "state.json", self.state)
+
+        atomic_folder(directory, write, replace=True)  # adapter and state change together or not at all
 
     def _read(self, directory: Path) -> bool:
         if not (directory / "state.json").is_file():
             return False
-        self.party.load_adapter_state(load_file(str(directory / "adapter_model.safetensors")))
-        self.state = json.loads((directory / "state.json").read_text())
-        self.party.train_calls = int(self.state["step"])
+        adapter = load_file(str(directory / "adapter_model.safetensors"))
+        state = json.loads((directory / "state.json").read_text())
+        step = int(state["step"])
+        self.party.load_adapter_state(adapter)
+        self.state, self.party.train_calls = state, step
         return True
+
+    def _last_good(self, before_round: int) -> None:
+        """`latest` is unreadable: fall back to the newest readable round snapshot before this round."""
+        for round_no in range(before_round, -1, -1):
+            try:
+                if self._read(self._dir(f"round-{round_no}")):
+                    return
+            except Exception:  # that snapshot is damaged too: try an older one
+                continue
+        raise ClientFailure(f"client '{self.party.name}': no readable adapter in its store {self.store}")
 
     def _sync(self, round_no: int, phase: Phase) -> None:
         """Bring the in-memory adapter to where this request expects it."""
         if self.store is None:
             return
         latest = self._dir("latest")
-        if (latest / "state.json").is_file():
-            stored = json.loads((latest / "state.json").read_text())
-            if stored != self.state:
-                self._read(latest)
+        if latest.exists():
+            try:
+                if json.loads((latest / "state.json").read_text()) != self.state:
+                    self._read(latest)
+            except Exception:  # half-written or damaged by hand: the last good round is still there
+                self._last_good(max(round_no - 1, 0))
         if phase in (Phase.SHARE, Phase.PRIVATE):  # a round's first phase
             done = self.state["round"] == round_no - 1 and self.state["phase"] in _ENDS_A_ROUND
             if not done:  # the server is repeating a round (it resumed): start from the round before
-                self._read(self._dir(f"round-{round_no - 1}"))
+                self._last_good(round_no - 1)
 
     def _persist(self, round_no: int, phase: Phase, snapshot: bool) -> None:
         self.state = {"round": round_no, "phase": phase.value, "step": self.party.train_calls}
@@ -103,8 +120,8 @@ class ClientRuntime:
             self._persist(request.round, phase, snapshot=True)
             return PrivateReply(private_loss=float(loss))
         if phase == Phase.DISTILL:  # step (7)
-            packet = KnowledgePacket.from_bytes(request.packet)
-            stats = party.absorb([Peer(packet, peer_tokenizer(str(request.tokenizer)))])
+            packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes)
+            stats = party.absorb([party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))))])
             self._persist(request.round, phase, snapshot=True)
             return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
         if phase == Phase.EVALUATE:

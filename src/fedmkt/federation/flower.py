@@ -36,7 +36,9 @@ from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import ClientFailure, Phase
 from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
 from fedmkt.federation.store import RunStore
+from fedmkt.files import child
 from fedmkt.models import cache_root
+from fedmkt.progress import SILENT, LineReporter, Reporter
 
 RECORD = "fedmkt"
 WHO = "query.who"
@@ -50,31 +52,91 @@ def _reply(message: Message, payload: dict) -> Message:
     return Message(RecordDict({RECORD: ConfigRecord(payload)}), reply_to=message)
 
 
+def _public_key_pem(text: str) -> bytes:
+    """An OpenSSH public key (its text, or the path of its .pub file) as PEM SubjectPublicKeyInfo bytes,
+    the form in which the SuperLink reports a node's authentication key."""
+    from cryptography.hazmat.primitives import serialization
+
+    data = Path(text).expanduser().read_bytes() if not text.lstrip().startswith(("ecdsa-", "ssh-")) else text.encode()
+    key = serialization.load_ssh_public_key(data.strip())
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _same_key(a: bytes, b: bytes) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        loaded = serialization.load_pem_public_key(b)
+    except ValueError:
+        return False
+    return loaded.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo) == a
+
+
+def resolve_claims(claims: dict[int, str], wanted: set[str], keys: dict[str, bytes],
+                   node_keys: dict[int, bytes]) -> tuple[dict[str, int], dict[int, str]]:
+    """Which node is which client: ({name: node}, {refused node: why}). A name claimed by two nodes is
+    given to neither; a name bound to a key goes only to the node authenticated with that key."""
+    by_name: dict[str, list[int]] = {}
+    for node, name in claims.items():
+        by_name.setdefault(name, []).append(node)
+    found, refused = {}, {}
+    for name, nodes in by_name.items():
+        if name not in wanted:
+            for node in nodes:
+                refused[node] = f"claims to be '{name}', which is not a client of this run"
+            continue
+        if name in keys:
+            keyed = [n for n in nodes if _same_key(keys[name], node_keys.get(n, b""))]
+            for node in set(nodes) - set(keyed):
+                refused[node] = f"claims to be '{name}' but is not authenticated with that client's public key"
+            nodes = keyed
+        if len(nodes) > 1:
+            for node in nodes:
+                refused[node] = f"{len(nodes)} nodes claim to be '{name}'; none is accepted"
+        elif nodes:
+            found[name] = nodes[0]
+    return found, refused
+
+
 class FlowerTransport:
     """Phases as Flower messages; no reply within the timeout, or an error reply, drops the client."""
 
-    def __init__(self, grid: Grid, config: RunConfig, phase_timeout: float, join_timeout: float):
-        self.grid, self.config = grid, config
+    def __init__(self, grid: Grid, config: RunConfig, phase_timeout: float, join_timeout: float,
+                 reporter: Reporter = SILENT):
+        self.grid, self.config, self.reporter = grid, config, reporter
         self.phase_timeout = phase_timeout
         self.node_of = self._join(join_timeout)
 
     def _join(self, timeout: float) -> dict[str, int]:
+        """Ask every node which client it is; accept a claim only when it is unique and, where the config
+        names a public key for that client, made by a node whose SuperNode authentication key it is."""
         wanted = {c.name for c in self.config.clients}
+        keys = {c.name: _public_key_pem(c.public_key) for c in self.config.clients if c.public_key}
+        if not keys:
+            self.reporter.message("SuperNode identities are unverified: a node is whichever client it names; set "
+                                  "clients.N.public_key with SuperNode authentication to bind names to keys",
+                                  "warning")
+        claims: dict[int, str] = {}
+        refused: dict[int, str] = {}
         found: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and set(found) != wanted:
-            unknown = [n for n in self.grid.get_node_ids() if n not in found.values()]
+            unknown = [n for n in self.grid.get_node_ids() if n not in claims]
             if unknown:
                 messages = [Message(RecordDict({RECORD: ConfigRecord({"config": self.config.model_dump_json()})}),
                                     dst_node_id=n, message_type=WHO) for n in unknown]
                 for reply in self.grid.send_and_receive(messages, timeout=30):
-                    if not reply.has_error() and _record(reply).get("name") in wanted:
-                        found[_record(reply)["name"]] = reply.metadata.src_node_id
+                    if not reply.has_error():
+                        claims[reply.metadata.src_node_id] = str(_record(reply).get("name", ""))
+                node_keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()} if keys else {}
+                found, refused = resolve_claims(claims, wanted, keys, node_keys)
+                for node, why in refused.items():
+                    self.reporter.message(f"node {node} refused: {why}", "warning")
             if set(found) != wanted:
                 time.sleep(1)
-        missing = wanted - set(found)
-        if missing == wanted:
-            raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})")
+        if not found:
+            raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})"
+                               + (f"; refused: {refused}" if refused else ""))
         return found
 
     def call(self, phase: Phase, payloads: dict[str, dict]) -> dict:
@@ -111,9 +173,10 @@ def server_main(grid: Grid, context: Context) -> None:
     seed_everything(config.seed)
     split = federated_split(config)
     store = RunStore.open(config, resume)
+    reporter = LineReporter()
     transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
-                                float(run_config.get("join-timeout", 120)))
-    metrics = Coordinator(config, make_server(config, split), split, transport, store).run(resume=resume)
+                                float(run_config.get("join-timeout", 120)), reporter)
+    metrics = Coordinator(config, make_server(config, split), split, transport, store, reporter).run(resume=resume)
     store.write_summary(metrics)
 
 
@@ -139,7 +202,7 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     key = (name, payload["config"])
     if key not in _RUNTIMES:
         # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
-        store = Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))) / (config.run_name or "default")
+        store = child(Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
         _RUNTIMES[key] = make_client(config, name, federated_split(config), store)

@@ -19,6 +19,7 @@ from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import Reporter
+from fedmkt.selection import SenderKnowledge
 from fedmkt.records import RoundRecord, Timing, WireBytes
 
 
@@ -121,25 +122,28 @@ class FedMKT(Method):
     def new_record(self, round_no: int) -> RoundRecord:
         return RoundRecord(round=round_no, aligned_fraction={})
 
-    def _peers(self, rnd: RoundContext) -> tuple[list[Peer], int]:
-        """Steps (1)-(2) on the clients: their packets, checked, and the bytes they took."""
-        peers, up = [], 0
+    def _received(self, rnd: RoundContext) -> tuple[list[SenderKnowledge], int]:
+        """Steps (1)-(3): the clients' packets, each checked and aligned on its own, so that whatever is
+        wrong with one (bytes, size, tokenizer, public set, CE claims, alignment) drops that client only."""
+        senders, up = [], 0
         for name, reply in rnd.ask(Phase.SHARE, self.clients).items():
             try:
-                packet = KnowledgePacket.from_bytes(reply.packet)
+                packet = KnowledgePacket.from_bytes(reply.packet, max_bytes=self.config.fedmkt.max_packet_bytes)
                 if packet.sender != name:
                     raise PacketError(f"packet from client '{name}' claims to come from '{packet.sender}'")
-                peers.append(Peer(packet, peer_tokenizer(self.client_sources[name])))
+                senders.append(self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name]))))
                 up += len(reply.packet)
                 rnd.record.private_loss[name] = reply.private_loss
             except PacketError as error:
                 rnd.drop(name, Phase.SHARE, str(error))
-        return peers, up
+            except Exception as error:  # the server could not take this client's knowledge in: drop it alone
+                rnd.drop(name, Phase.SHARE, f"{type(error).__name__}: {error}")
+        return senders, up
 
     def train_round(self, rnd: RoundContext) -> None:
         record = rnd.record
-        peers, up = self._peers(rnd)
-        if self.config.fedmkt.llm_training and peers:  # steps (3)-(5)
+        peers, up = self._received(rnd)
+        if self.config.fedmkt.llm_training and peers:  # steps (4)-(5)
             stats = self.server.absorb(peers)
             record.kd_loss["server"], record.selection["server"] = stats.loss, stats.selected
             record.aligned_fraction["server"] = stats.aligned_fraction

@@ -3,7 +3,8 @@
 A party holds a LoRA-wrapped model, its tokenizer, its encoding of the public set and what it has
 built for each sender's tokenizer (vocabulary map, alignments). Its steps:
     share_knowledge()      -> its KnowledgePacket on the public set (CE + top-K per loss position)
-    absorb(peers)          -> the knowledge steps of fedmkt.selection, then KD training
+    receive(peer)          -> a peer's packet checked and mapped (vocabulary map, alignments)
+    absorb(senders)        -> the knowledge steps of fedmkt.selection, then KD training
     train_private()        -> SFT on its private data (clients)
     evaluate(questions)    -> scores of one evaluation set
 The local runner and the Flower apps both drive these same methods.
@@ -25,7 +26,7 @@ from fedmkt.data.encoding import Encoded, encode, encode_questions
 from fedmkt.data.prompts import answer_text, prompt_text
 from fedmkt.data.questions import Question
 from fedmkt.evaluation import evaluate_questions
-from fedmkt.knowledge import KnowledgePacket, PacketError
+from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
@@ -48,6 +49,7 @@ class SenderView:
 
     vmap: VocabMap
     alignments: dict[int, np.ndarray]  # uid -> [receiver loss positions] sender row, or -1
+    labels: dict[int, np.ndarray]  # uid -> the sender's tokens at its own loss positions (checks its packets)
 
 
 @dataclass
@@ -114,31 +116,35 @@ class Party:
                                                for e in self.public]
             aligner = SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer))
             view = SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
-                              alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public})
+                              alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public},
+                              labels={e.uid: e.answer_ids for e in public})
             self._senders[fingerprint] = view
         return view
 
-    def _knowledge_of(self, peer: Peer) -> SenderKnowledge:
+    def receive(self, peer: Peer) -> SenderKnowledge:
+        """A peer's packet, checked against what this party knows without trusting it (the sender's
+        tokenizer, the public set and its tokenization, top-K, the cross-entropy the packet's own
+        log-probs allow), with its vocabulary map and alignments. PacketError names what is wrong."""
         fingerprint = tokenizer_fingerprint(peer.tokenizer)
         if peer.packet.tokenizer != fingerprint:
             raise PacketError(
                 f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
                 f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
         view = self.sender_view(peer.tokenizer)
+        peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k))
         return SenderKnowledge(peer.packet, view.vmap, view.alignments)
 
-    def absorb(self, peers: list[Peer]) -> AbsorbStats:
-        """Steps (4)-(5) on the server, (7) on a client: select per example among own and peers' knowledge
-        (DualMinCE), build the soft targets, train λ·CE + (1-λ)·soft CE."""
+    def absorb(self, senders: list[SenderKnowledge]) -> AbsorbStats:
+        """Steps (4)-(5) on the server, (7) on a client: select per example among own and the received
+        knowledge (DualMinCE), build the soft targets, train λ·CE + (1-λ)·soft CE."""
         own = self.share_knowledge()
-        senders = [self._knowledge_of(p) for p in peers]
         uids = [e.uid for e in self.public]
         weights = select_sources(*gather_ce(uids, own, senders), self.fedmkt.selection)
         targets = build_targets(uids, weights, own, senders, {e.uid: e.answer_ids for e in self.public})
         loss = self._train(self.public, self.fedmkt.kd_epochs, "distill",
                            targets=lambda e: (targets[e.uid].ids, targets[e.uid].probs),
                            ce_weight=self.fedmkt.ce_weight)
-        return AbsorbStats(loss=loss, selected=selection_rates(weights, [p.packet.sender for p in peers]),
+        return AbsorbStats(loss=loss, selected=selection_rates(weights, [s.packet.sender for s in senders]),
                            aligned_fraction=aligned_fractions(uids, senders))
 
     def train_supervised(self, questions: list[Question], epochs: int) -> float:

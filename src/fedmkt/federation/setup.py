@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedmkt.config import RunConfig
+from fedmkt.config import ModelSpec, RunConfig
 from fedmkt.data.bigbench import load_bigbench
 from fedmkt.data.mmlu import load_mmlu
 from fedmkt.data.questions import Question
 from fedmkt.data.splits import FederatedSplit, split_questions
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.roles import ClientParty, Party
-from fedmkt.models import load_model
+from fedmkt.models import LoadedModel, ModelNotFoundError, load_model
 from fedmkt.progress import SILENT, Reporter
 
 
@@ -42,8 +42,15 @@ def federated_split(config: RunConfig, questions: list[Question] | None = None) 
                            config.data.private_size, config.data.eval_size, config.data.eval_domains, config.seed)
 
 
+def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
+    try:
+        return load_model(spec, seed=seed)
+    except ModelNotFoundError as error:
+        raise ModelNotFoundError(f"field `{field}`: {error}") from None
+
+
 def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
-    return Party("server", load_model(config.server, seed=config.seed), lora=config.lora, train=config.train,
+    return Party("server", _load(config.server, "server.source", config.seed), lora=config.lora, train=config.train,
                  fedmkt=config.fedmkt, public=split.public, seed=config.seed, reporter=reporter,
                  eval_scoring=config.data.eval_scoring)
 
@@ -53,7 +60,7 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
     index = [c.name for c in config.clients].index(name)
     spec = config.clients[index]
     seed = config.seed + 1 + index
-    party = ClientParty(name, load_model(spec.model, seed=seed), lora=config.lora, train=config.train,
+    party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora, train=config.train,
                         fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
                         private=split.private[name], eval_scoring=config.data.eval_scoring)
     return ClientRuntime(party, split.evaluation, store)

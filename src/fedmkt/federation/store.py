@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import yaml
 
-from fedmkt.config import RunConfig
-from fedmkt.files import atomic_folder, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fedmkt.config import ConfigError, RunConfig
+from fedmkt.files import atomic_folder, child, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fedmkt.federation.protocol import adapter_from_bytes, adapter_to_bytes
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.summary import summary_markdown
@@ -48,6 +48,12 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
 
 
+def _startup_leftovers(root: Path) -> bool:
+    """A folder a run was killed in before it saved anything but initial adapters (and its config)."""
+    entries = {p.name for p in root.iterdir()}
+    return bool(entries) and entries <= {"round-0", "latest", "config.yaml"} and not (root / "metrics.json").exists()
+
+
 @dataclass
 class Checkpoint:
     completed_round: int
@@ -64,15 +70,24 @@ class RunStore:
     def open(cls, config: RunConfig, resume: bool = False, zero_shot_cache: Path | None = None) -> "RunStore":
         """The run folder named by the config: an existing run to resume, or a new (or empty) folder."""
         name = config.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
-        root = config.output_dir / name
-        if resume:
-            if not (root / "metrics.json").is_file():
-                raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
+        root = child(config.output_dir, name)
+        if resume and (root / "metrics.json").is_file():
             return cls(root, zero_shot_cache)
-        if root.exists() and any(root.iterdir()):
+        if root.is_dir() and _startup_leftovers(root):
+            shutil.rmtree(root)  # killed before its zero-shot scores were saved: nothing of value, start again
+        elif resume:
+            raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
+        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise FileExistsError(f"run folder {root} already exists and is not empty; choose another run_name "
                                   f"or resume it")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".writable"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(f"field `output_dir`: cannot write the run folder {root}: "
+                              f"{error.strerror or error}") from None
         return cls(root, zero_shot_cache)
 
     # -- config, metrics, summary ---------------------------------------------------------------
@@ -90,7 +105,7 @@ class RunStore:
         return atomic_write_text(self.root / "summary.md", summary_markdown(metrics))
 
     def adapter_dir(self, round_no: int, party: str) -> Path:
-        return self.root / f"round-{round_no}" / party
+        return child(self.root, f"round-{round_no}", party)
 
     # -- checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, round_no: int, server_adapter: dict[str, torch.Tensor], server_train_calls: int) -> None:

@@ -1,0 +1,236 @@
+"""Every probe of a bad or hostile client, replayed: the run completes, the offender is dropped with its
+reason, nothing already saved is lost. Local transport here; real Flower processes in test_flower.py."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from fedmkt.config import ConfigError, parse_config
+from fedmkt.federation.flower import resolve_claims
+from fedmkt.federation.local import LocalFederation
+from fedmkt.federation.protocol import Phase
+from fedmkt.knowledge import FORMAT, KnowledgePacket, PacketError
+from tests.tiny import tiny_config
+
+
+def raw(meta: dict, arrays: dict) -> bytes:
+    return save(arrays, metadata={"format": FORMAT, "version": "1", **meta})
+
+
+def rebuild(packet: KnowledgePacket, **changes) -> bytes:
+    """A packet's bytes with some arrays or metadata replaced, bypassing every check."""
+    arrays = {k: getattr(packet, k) for k in ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")}
+    meta = {"sender": packet.sender, "tokenizer": packet.tokenizer, "vocab_size": str(packet.vocab_size)}
+    for key, value in changes.items():
+        (arrays if isinstance(value, np.ndarray) else meta)[key] = value
+    return raw(meta, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+
+
+def header_bytes(header: bytes) -> bytes:
+    return len(header).to_bytes(8, "little") + header
+
+
+def short_positions(p: KnowledgePacket) -> bytes:
+    offsets = p.offsets.copy()
+    offsets[-1] -= 1
+    return rebuild(p, offsets=offsets, topk_ids=p.topk_ids[:-1], topk_logprobs=p.topk_logprobs[:-1])
+
+
+def zero_ce_garbage(p: KnowledgePacket) -> bytes:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, p.vocab_size, size=p.topk_ids.shape).astype(np.int32)
+    return rebuild(p, ce=np.zeros_like(p.ce), topk_ids=ids)
+
+
+PROBES = {
+    "header is a JSON list": (lambda p: header_bytes(b"[1, 2]"), "not an object"),
+    "header is a number": (lambda p: header_bytes(b"42"), "corrupted or not a packet"),
+    "header of 200,000 '['": (lambda p: header_bytes(b"[" * 200_000), "corrupted or not a packet"),
+    "ten bytes": (lambda p: b"0123456789", "corrupted or not a packet"),
+    "0-d example ids": (lambda p: rebuild(p, example_ids=np.array(5, dtype=np.int64)), "inconsistent shapes"),
+    "K = 0": (lambda p: rebuild(p, topk_ids=p.topk_ids[:, :0], topk_logprobs=p.topk_logprobs[:, :0]), "top-K of 0"),
+    "K below fedmkt.top_k": (lambda p: rebuild(p, topk_ids=p.topk_ids[:, :4], topk_logprobs=p.topk_logprobs[:, :4]),
+                             "top-K is 4"),
+    "fewer positions than its tokenization": (short_positions, "positions, its tokenization has"),
+    "missing public examples": (lambda p: rebuild(p, example_ids=p.example_ids[:-1], ce=p.ce[:-1],
+                                                  offsets=p.offsets[:-1], topk_ids=p.topk_ids[:p.offsets[-2]],
+                                                  topk_logprobs=p.topk_logprobs[:p.offsets[-2]]),
+                                "not the public set's"),
+    "another tokenizer": (lambda p: rebuild(p, tokenizer="0123456789abcdef01234567"), "tokenizer mismatch"),
+    "ce = 0 with garbage ids": (zero_ce_garbage, "claims cross-entropy 0.0000"),
+    "packet as text": (lambda p: "not bytes", "malformed reply: 'packet' is str"),
+}
+
+
+class Tamper:
+    """Replaces one client's reply (or its packet) in one phase with what an attacker would send."""
+
+    def __init__(self, inner, client: str, phase: Phase, change):
+        self.inner, self.client, self.phase, self.change = inner, client, phase, change
+
+    def call(self, phase, payloads):
+        replies = self.inner.call(phase, payloads)
+        if phase == self.phase and isinstance(replies.get(self.client), dict):
+            replies[self.client] = self.change(replies[self.client])
+        return replies
+
+
+def run_with(tmp_path, mmlu, change, phase=Phase.SHARE, client="hum", **fedmkt):
+    federation = LocalFederation(parse_config(tiny_config(tmp_path, "probe", rounds=1, **fedmkt)), questions=mmlu)
+    coordinator = federation.coordinator
+    coordinator.transport = Tamper(coordinator.transport, client, phase, change)
+    run_dir = federation.run()
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    return run_dir, metrics["rounds"][0]
+
+
+@pytest.mark.parametrize("probe", list(PROBES))
+def test_a_hostile_packet_drops_its_sender_and_the_round_completes(tmp_path, mmlu, probe):
+    make, reason = PROBES[probe]
+
+    def change(reply):
+        return dict(reply, packet=make(KnowledgePacket.from_bytes(reply["packet"])))
+
+    run_dir, record = run_with(tmp_path, mmlu, change)
+    assert list(record["dropped"]) == ["hum"] and reason in record["dropped"]["hum"], record["dropped"]
+    assert set(record["selection"]["server"]) == {"self", "stem"}  # the server learned from the good client only
+    assert "stem" in record["kd_loss"] and "hum" not in record["kd_loss"]
+    assert (run_dir / "round-1" / "server" / "adapter_model.safetensors").is_file()
+    assert "dropped clients" in (run_dir / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("phase, change, reason", [
+    (Phase.SHARE, lambda r: {k: v for k, v in r.items() if k != "packet"}, "no 'packet'"),
+    (Phase.SHARE, lambda r: dict(r, compute_s="fast"), "'compute_s' is str"),
+    (Phase.DISTILL, lambda r: {k: v for k, v in r.items() if k != "loss"}, "no 'loss'"),
+    (Phase.EVALUATE, lambda r: {"eval.stem": 1.0}, None),
+])
+def test_malformed_replies_drop_their_sender(tmp_path, mmlu, phase, change, reason):
+    run_dir, record = run_with(tmp_path, mmlu, change, phase=phase)
+    if reason:
+        assert reason in record["dropped"]["hum"]
+    else:  # an unusable evaluation: the client is simply not scored
+        assert "hum" not in record["evaluation"] and "stem" in record["evaluation"]
+    assert "stem" in record["kd_loss"]
+
+
+def test_a_0d_array_in_a_packet_is_named_not_a_type_error():
+    p = KnowledgePacket.from_bytes(rebuild_minimal())
+    p.example_ids = np.array(1, dtype=np.int64)
+    with pytest.raises(PacketError, match="example_ids has 0 dimensions"):
+        p.validate()
+
+
+def test_the_packet_size_is_bounded():
+    p = KnowledgePacket.from_bytes(rebuild_minimal())
+    assert p.top_k == 2
+    with pytest.raises(PacketError, match="exceeds the limit of 100"):
+        KnowledgePacket.from_bytes(rebuild_minimal(), max_bytes=100)
+
+
+def rebuild_minimal() -> bytes:
+    return raw({"sender": "x", "tokenizer": "t", "vocab_size": "10"},
+               {"example_ids": np.array([1], np.int64), "ce": np.array([1.0], np.float32),
+                "offsets": np.array([0, 1], np.int64), "topk_ids": np.array([[1, 2]], np.int32),
+                "topk_logprobs": np.array([[-0.5, -1.5]], np.float16)})
+
+
+@pytest.mark.parametrize("field, value", [
+    ("clients.0.name", "../../x"), ("clients.0.name", "/tmp/x"), ("clients.0.name", "a/b"), ("clients.0.name", ""),
+    ("clients.0.name", "./stem"), ("clients.0.name", ".hidden"), ("run_name", "../../x"), ("run_name", "/tmp/x"),
+    ("train.learning_rate", float("inf")), ("train.learning_rate", float("nan")), ("seed", -1),
+])
+def test_names_and_numbers_that_would_escape_or_poison_are_refused(tmp_path, field, value):
+    config = tiny_config(tmp_path)
+    if field.startswith("clients"):
+        config["clients"][0]["name"] = value
+    elif "." in field:
+        section, key = field.split(".")
+        config[section][key] = value
+    else:
+        config[field] = value
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(config)
+
+
+def test_no_private_training_writes_strict_json(tmp_path, mmlu):
+    run_dir, record = run_with(tmp_path, mmlu, lambda r: r, private_epochs=0)
+    assert record["private_loss"] == {"stem": None, "hum": None}
+
+
+def test_output_dir_under_a_file_names_the_field(tmp_path, mmlu):
+    (tmp_path / "file").write_text("x")
+    config = parse_config({**tiny_config(tmp_path / "file" / "runs"), "run_name": "r"})
+    with pytest.raises(ConfigError, match="output_dir"):
+        LocalFederation(config, questions=mmlu)
+
+
+def test_a_model_folder_without_tokenizer_names_the_field(tmp_path, mmlu):
+    from fedmkt.models import ModelNotFoundError, load_model
+    from fedmkt.config import ModelSpec
+
+    folder = tmp_path / "model"
+    load_model(ModelSpec(source="tiny:smollm2-135m-instruct")).model.save_pretrained(folder)  # weights, no tokenizer
+    config = tiny_config(tmp_path / "runs")
+    config["clients"][1]["model"] = {"source": str(folder)}
+    with pytest.raises(ModelNotFoundError, match=r"clients\.1\.model\.source.*no usable tokenizer"):
+        LocalFederation(parse_config(config), questions=mmlu)
+
+
+def test_a_run_killed_during_start_up_can_be_started_again(tmp_path, mmlu):
+    config = parse_config(tiny_config(tmp_path, "early", rounds=1))
+    LocalFederation(config, questions=mmlu)  # built (initial adapters written), then "killed" before running
+    assert (tmp_path / "early" / "round-0").is_dir() and not (tmp_path / "early" / "metrics.json").exists()
+    LocalFederation(config, questions=mmlu, resume=True).run()  # resume and a fresh start both work
+    assert len(json.loads((tmp_path / "early" / "metrics.json").read_text())["rounds"]) == 1
+
+
+def test_resume_never_unpickles_and_a_damaged_latest_adapter_falls_back(tmp_path, mmlu):
+    config = parse_config(tiny_config(tmp_path, "r"))
+    first = LocalFederation(config, questions=mmlu)
+    original = first.coordinator.run_round
+
+    def stop_after_round_one(round_no):
+        if round_no == 2:
+            raise KeyboardInterrupt
+        return original(round_no)
+
+    first.coordinator.run_round = stop_after_round_one
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    run_dir = tmp_path / "r"
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (run_dir / "checkpoint" / "rng.pkl").write_bytes(pickle.dumps(Exploit()))
+    (run_dir / "latest" / "hum" / "adapter_model.safetensors").write_bytes(b"half a file")
+    LocalFederation(config, questions=mmlu, resume=True).run()
+    record = json.loads((run_dir / "metrics.json").read_text())["rounds"][1]
+    assert not marker.exists()
+    assert record["dropped"] == {} and "hum" in record["kd_loss"]  # picked up from its round-1 snapshot
+
+
+def test_spoofed_and_duplicate_names_are_refused():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def pem(key):
+        return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    stem_key, hum_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    wanted = {"stem", "hum"}
+    # Without keys: one name claimed twice is given to neither.
+    found, refused = resolve_claims({1: "stem", 2: "stem", 3: "hum"}, wanted, {}, {})
+    assert found == {"hum": 3} and set(refused) == {1, 2} and "2 nodes claim to be 'stem'" in refused[1]
+    # With keys: the node holding hum's key cannot be stem, the real stem is accepted beside it.
+    keys = {"stem": pem(stem_key), "hum": pem(hum_key)}
+    found, refused = resolve_claims({1: "stem", 2: "stem", 3: "intruder"}, wanted, keys,
+                                    {1: pem(stem_key), 2: pem(hum_key), 3: b""})
+    assert found == {"stem": 1} and "not authenticated with that client's public key" in refused[2]
+    assert "not a client of this run" in refused[3]
