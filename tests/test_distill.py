@@ -81,3 +81,16 @@ def test_reindex_maps_aligned_ids_and_one_hots_the_next_token():
     assert own.ids.shape == (p.rows(1).stop - p.rows(1).start, 4)
     both = SoftTargets.concat([t.scaled(0.25), t.scaled(0.75)])
     assert both.ids.shape == (3, 8) and np.allclose(both.probs.sum(1), 1, atol=1e-5)
+
+
+def test_a_padded_target_on_a_masked_logit_gives_no_nan():
+    """Targets are padded with (id 0, p 0); a logit of -inf there (a masked token) must add nothing."""
+    logits = torch.randn(2, 10)
+    logits[:, 0] = float("-inf")
+    logits.requires_grad_()
+    ids = torch.tensor([[3, 0], [5, 0]])
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss = fedmkt_loss(logits, torch.tensor([3, 5]), ids, probs, 0.9)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert torch.isfinite(sparse_soft_ce(logits.detach(), ids, probs)).all()

@@ -60,3 +60,22 @@ def test_text_scoring_ranks_choices_by_summed_and_length_normalised_log_likeliho
         correct += int(max(range(len(sums)), key=sums.__getitem__) == q.answer)
         correct_norm += int(max(range(len(norms)), key=norms.__getitem__) == q.answer)
     assert result["acc"] == pytest.approx(correct / 6) and result["acc_norm"] == pytest.approx(correct_norm / 6)
+
+
+def test_free_text_generation_keeps_the_end_of_a_long_prompt(tiny, monkeypatch):
+    """A prompt longer than max_length is cut from the left, as in training: "Answer:" stays."""
+    from fedmkt.data.questions import Question
+
+    long = Question(uid=1, domain="d", subject="s", question="word " * 400 + "What is the capital of France?",
+                    references=("Paris",))
+    seen = []
+
+    def fake_generate(input_ids, **kwargs):
+        seen.append(input_ids)
+        return torch.cat([input_ids, input_ids[:, -1:]], dim=1)
+
+    monkeypatch.setattr(tiny.model, "generate", fake_generate)
+    evaluation.generate_answers(tiny.model, tiny.tokenizer, [long], max_length=64, batch_size=1)
+    prompt = tiny.tokenizer.decode(seen[0][0], skip_special_tokens=True)
+    assert seen[0].shape[1] == 64 and prompt.rstrip().endswith("Answer:") and "France" in prompt
+    assert tiny.tokenizer.truncation_side == "right"  # restored

@@ -22,7 +22,9 @@ def sparse_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs:
 
 def _soft_ce_given_lse(z: torch.Tensor, lse: torch.Tensor, target_ids: torch.Tensor,
                        target_probs: torch.Tensor) -> torch.Tensor:
-    return lse * target_probs.sum(-1) - (target_probs * z.gather(-1, target_ids)).sum(-1)
+    # A padded target entry (p = 0) may point at a -inf logit: it contributes 0, never 0 * -inf = NaN.
+    picked = torch.where(target_probs > 0, target_probs * z.gather(-1, target_ids), torch.zeros_like(lse)[:, None])
+    return lse * target_probs.sum(-1) - picked.sum(-1)
 
 
 def dense_soft_ce(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,9 @@ def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
+    # Left padding, and left truncation: a long prompt keeps its end (the question and "Answer:"), as in training.
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    cut, tokenizer.truncation_side = tokenizer.truncation_side, "left"
     # Stop a row at end of text or at its first newline token.
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
     stops = sorted({tokenizer.eos_token_id, *newline} - {None})
@@ -145,7 +147,7 @@ def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
             for row in out[:, enc["input_ids"].shape[1]:]:
                 answers.append(tokenizer.decode(row, skip_special_tokens=True).strip().split("\n")[0])
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = side, cut
     return answers
 
 
