@@ -119,14 +119,17 @@ def test_a_packet_claiming_another_sender_is_rejected(tmp_path):
     assert server.absorbed == [] and transport.calls[-1] == (Phase.DISTILL, [])
 
 
-def test_llm2slm_keeps_the_server_frozen_and_unevaluated(tmp_path):
+def test_llm2slm_keeps_the_server_frozen_and_skips_the_upload(tmp_path):
     transport = FakeTransport({
-        Phase.SHARE: {n: ShareReply(packet=client_packet(n), private_loss=0.7).to_wire() for n in ("stem", "hum")},
+        Phase.PRIVATE: {n: PrivateReply(private_loss=0.7).to_wire() for n in ("stem", "hum")},
         Phase.DISTILL: {n: DistillReply(loss=0.4).to_wire() for n in ("stem", "hum")},
         Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
     coord, server = coordinator(tmp_path, transport, llm_training=False)
     record = coord.run_round(1)
     assert server.absorbed == [] and "server" not in record.kd_loss
+    # Clients fine-tune and distill, but never extract or send knowledge the frozen LLM would ignore.
+    assert [phase for phase, _ in transport.calls] == [Phase.PRIVATE, Phase.DISTILL]
+    assert record.private_loss == {"stem": 0.7, "hum": 0.7} and record.bytes.up_per_client == 0
     assert set(coord.evaluate(1)) == {"stem", "hum"}
     assert set(coord.evaluate(0)) == {"server", "stem", "hum"}  # zero-shot: everyone
 

@@ -1,5 +1,6 @@
 """Two rounds of the local federation with tiny random models and the real tokenizers."""
 
+import copy
 import json
 
 import pytest
@@ -103,3 +104,22 @@ def test_baselines_train_only_their_parties(tmp_path, mmlu, method):
         assert changed(before["stem"], run_dir, "stem", 1) and changed(before["hum"], run_dir, "hum", 1)
         assert all(torch.equal(stem[k], hum[k]) for k in stem) == (method == "fedavg")
     assert metrics["rounds"][0]["bytes"]["up_per_client"] == 0  # no knowledge crosses in a baseline
+
+
+def test_a_partys_initial_adapter_depends_on_its_seed_only(mmlu):
+    """Local and Flower runs build parties in different orders and processes: the LoRA init must not care."""
+    from fedmkt.config import FedMKTSpec, LoraSpec, ModelSpec, TrainSpec
+    from fedmkt.federation.roles import ClientParty
+    from fedmkt.models import load_model
+
+    base = load_model(ModelSpec(source="tiny:smollm2-135m-instruct"), seed=7)
+
+    def build(draws: int):
+        loaded = copy.deepcopy(base)  # a real model's load draws nothing from the RNG
+        torch.manual_seed(123)
+        torch.rand(draws)  # what other parties (or none) took from the global RNG before this one
+        return ClientParty("c", loaded, lora=LoraSpec(), train=TrainSpec(max_length=64), fedmkt=FedMKTSpec(),
+                           public=mmlu[:2], private=mmlu[2:4], seed=7).adapter_state()
+
+    first, later = build(0), build(1000)
+    assert first.keys() == later.keys() and all(torch.equal(first[k], later[k]) for k in first)

@@ -142,13 +142,19 @@ class FedMKT(Method):
 
     def train_round(self, rnd: RoundContext) -> None:
         record = rnd.record
-        peers, up = self._received(rnd)
-        if self.config.fedmkt.llm_training and peers:  # steps (4)-(5)
-            stats = self.server.absorb(peers)
-            record.kd_loss["server"], record.selection["server"] = stats.loss, stats.selected
-            record.aligned_fraction["server"] = stats.aligned_fraction
+        if self.config.fedmkt.llm_training:
+            peers, up = self._received(rnd)
+            if peers:  # steps (4)-(5)
+                stats = self.server.absorb(peers)
+                record.kd_loss["server"], record.selection["server"] = stats.loss, stats.selected
+                record.aligned_fraction["server"] = stats.aligned_fraction
+            live = [p.packet.sender for p in peers]
+        else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
+            peers, up = [], 0
+            for name, reply in rnd.ask(Phase.PRIVATE, self.clients).items():
+                record.private_loss[name] = reply.private_loss
+            live = list(record.private_loss)
         down = self.server.share_knowledge().to_bytes()  # step (6)
-        live = [p.packet.sender for p in peers]
         distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
                                              for n in live})
         for name, reply in distilled.items():  # step (7) happened on each client

@@ -67,7 +67,12 @@ class Party:
         self.name = name
         self.source = loaded.name
         self.tokenizer = loaded.tokenizer
-        self.model = attach_lora(loaded.model, lora)
+        # The adapter's initial weights depend on this party's seed alone, not on how many parties (or which
+        # runner: local or Flower) drew from the global RNG before it.
+        devices = [loaded.device.index or 0] if loaded.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            self.model = attach_lora(loaded.model, lora)
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
         self._texts = {q.uid: (prompt_text(q), answer_text(q)) for q in public}
