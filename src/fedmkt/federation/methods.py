@@ -75,6 +75,13 @@ class RoundContext:
         return Timing(wall, compute, wall / max(compute, 1e-9))
 
 
+def fine_tune_privately(rnd: RoundContext, clients: list[str]) -> list[str]:
+    """Step (1) alone on the named clients; records their losses and returns those that answered."""
+    for name, reply in rnd.ask(Phase.PRIVATE, clients).items():
+        rnd.record.private_loss[name] = reply.private_loss
+    return list(rnd.record.private_loss)
+
+
 class Method(ABC):
     """What one round trains, and which parties it trains (only they are evaluated after round 0)."""
 
@@ -151,9 +158,7 @@ class FedMKT(Method):
             live = [p.packet.sender for p in peers]
         else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
             peers, up = [], 0
-            for name, reply in rnd.ask(Phase.PRIVATE, self.clients).items():
-                record.private_loss[name] = reply.private_loss
-            live = list(record.private_loss)
+            live = fine_tune_privately(rnd, self.clients)
         down = self.server.share_knowledge().to_bytes()  # step (6)
         distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
                                              for n in live})
@@ -170,8 +175,7 @@ class Standalone(Method):
     """Baseline: each SLM trains on its own private data; nothing is exchanged."""
 
     def train_round(self, rnd: RoundContext) -> None:
-        for name, reply in rnd.ask(Phase.PRIVATE, self.clients).items():
-            rnd.record.private_loss[name] = reply.private_loss
+        fine_tune_privately(rnd, self.clients)
 
 
 class FedAvg(Standalone):
