@@ -17,10 +17,11 @@ def timed(fn, *args, **kwargs):
 
 
 def public_questions(n: int, seed: int = 0):
-    from fedmkt.data.mmlu import load_mmlu
-    from fedmkt.data.splits import split_questions
+    from fedmkt.config import parse_config
+    from fedmkt.data.splits import federated_split
 
-    return split_questions(load_mmlu(), {}, n, 0, 1, [], seed).public
+    config = parse_config({"seed": seed, "clients": [{"name": "none"}], "data": {"public_size": n, "eval_domains": []}})
+    return federated_split(config).public
 
 
 def record(name: str, rows: list[dict]) -> None:

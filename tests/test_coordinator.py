@@ -26,6 +26,7 @@ class FakeServer:
     def __init__(self):
         self.clock = ComputeClock()
         self.train_calls = 0
+        self.public_hash = "fake-public-set"
         self.absorbed: list[list[str]] = []
         self.supervised: list[int] = []
 

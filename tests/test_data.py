@@ -4,7 +4,15 @@ import pytest
 from fedmkt.data.encoding import collate, encode
 from fedmkt.data.mmlu import DOMAINS, SUBJECT_DOMAIN
 from fedmkt.data.prompts import answer_text, prompt_text
-from fedmkt.data.splits import split_questions
+from fedmkt.config import parse_config
+from fedmkt.data.splits import federated_split
+
+
+def benchmark_split(questions, client_domains, public_size, private_size, eval_size, eval_domains, seed):
+    config = parse_config({"seed": seed, "clients": [{"name": k, "domains": v} for k, v in client_domains.items()],
+                           "data": {"public_size": public_size, "private_size": private_size, "eval_size": eval_size,
+                                    "eval_domains": eval_domains}})
+    return federated_split(config, presets=questions)
 
 
 def test_mmlu_loads_from_the_package(mmlu):
@@ -15,17 +23,17 @@ def test_mmlu_loads_from_the_package(mmlu):
 
 
 def test_split_is_disjoint_and_by_domain(mmlu):
-    split = split_questions(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
+    split = benchmark_split(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
     uids = [q.uid for q in split.public] + [q.uid for qs in split.private.values() for q in qs] + \
            [q.uid for qs in split.evaluation.values() for q in qs]
     assert len(uids) == len(set(uids)) == 20 + 60 + 20
     assert {q.domain for q in split.private["a"]} == {"stem"}
     assert {q.domain for q in split.private["b"]} == {"humanities", "other"}
     assert {q.domain for q in split.public} == set(DOMAINS)
-    again = split_questions(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
+    again = benchmark_split(mmlu, {"a": ["stem"], "b": ["humanities", "other"]}, 20, 30, 10, ["stem", "social_sciences"], 0)
     assert [q.uid for q in again.private["b"]] == [q.uid for q in split.private["b"]]
     with pytest.raises(ValueError, match="unknown domain"):
-        split_questions(mmlu, {"a": ["math"]}, 1, 1, 1, [], 0)
+        benchmark_split(mmlu, {"a": ["math"]}, 1, 1, 1, [], 0)
 
 
 def test_encoding_marks_the_answer_and_its_boundaries(mmlu, smol_tok, gemma_tok):
@@ -34,7 +42,7 @@ def test_encoding_marks_the_answer_and_its_boundaries(mmlu, smol_tok, gemma_tok)
     for tok in (smol_tok, gemma_tok):
         e = encode(tok, q.uid, prompt, answer, 512)
         assert tok.decode(e.answer_ids) == answer
-        assert e.loss_boundaries[0] == len(prompt)  # first loss position: the prompt's end
+        assert e.loss_boundaries[0] == 0  # first loss position: the prompt's end, where the answer starts
         assert e.ends[-1] == len(prompt) + len(answer) and e.offsets_valid
     assert gemma_tok.bos_token_id == encode(gemma_tok, 0, prompt, answer, 512).input_ids[0]
     short = encode(gemma_tok, q.uid, prompt, answer, 24)

@@ -1,6 +1,7 @@
 """FedMKT on a real Flower deployment: SuperLink and two SuperNodes as processes on loopback."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -116,5 +117,48 @@ def test_identities_bound_to_keys_and_a_wrong_model_over_tls(tmp_path):
         # Two nodes claimed "stem": without the key check neither would be accepted (and stem would have no
         # kd_loss above); the spoofing node was refused and never served the run.
         assert not (tmp_path / "nodes" / "spoof").exists() and (tmp_path / "nodes" / "stem").is_dir()
+    finally:
+        cluster.stop()
+
+
+def test_private_data_stays_on_its_node(tmp_path):
+    """Each SuperNode reads its private file from a folder named only in its own node config: the server's
+    config names no private path, and nothing the server writes (run folder, logs) holds a private example."""
+    from tests.test_own_data import EXAMPLE, write_jsonl
+
+    private = {}
+    for name in ("stem", "hum"):
+        rows = [{"prompt": f"Ticket {name}-{i}: the printer on floor {i} jams.", "response": f"Clear tray {i} for {name}."}
+                for i in range(8)]
+        private[name] = write_jsonl(tmp_path / f"home-{name}" / "notes.jsonl", rows)
+    held_out = write_jsonl(tmp_path / "home-stem" / "held-out.jsonl",
+                           [{"prompt": f"Ticket stem-x{i}: no paper.", "response": "Refill it."} for i in range(2)])
+    cluster = FlowerCluster(tmp_path)
+    try:
+        cluster.start_superlink()
+        cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}"')
+        cluster.start_supernode("hum", node_config=f'private-data="{private["hum"]}"')
+        config = tiny_config(tmp_path / "runs", "own", rounds=1)
+        for client in config["clients"]:
+            del client["domains"]  # the server's config says nothing of the clients' data
+        config["data"] = {"public": {"source": str(EXAMPLE / "public.jsonl"), "size": 6},
+                          "evaluation": {"quiz": {"source": str(EXAMPLE / "quiz.jsonl"), "size": 3}}}
+        started = cluster.run(config, phase_timeout=120)
+        run_dir = tmp_path / "runs" / "own"
+        cluster.wait(finished(run_dir, 1), 420, "one round with node-local private data")
+        record = metrics(run_dir)["rounds"][0]
+        assert not record["dropped"] and {"server", "stem", "hum"} <= set(record["kd_loss"])
+        assert record["evaluation"]["stem"]["own"]["n"] == 2 and "own" not in record["evaluation"]["hum"]
+        written = [(path, path.read_text(errors="replace")) for path in run_dir.rglob("*")
+                   if path.is_file() and path.suffix in (".json", ".yaml", ".md", ".log", ".txt")]
+        written += [(log, log.read_text(errors="replace")) for log in tmp_path.glob("*.log") if "supernode" not in log.name]
+        written.append((tmp_path / "own.yaml", (tmp_path / "own.yaml").read_text()))  # the server's config
+        run_id = re.search(r"Successfully started run (\d+)", started).group(1)
+        log = subprocess.run([str(BIN / "flwr"), "log", run_id, "local", "--show"], env=cluster.env,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert "round 1/1" in log  # the ServerApp's own log, as the SuperLink keeps it
+        written.append((tmp_path / "serverapp.log", log))
+        for path, text in written:
+            assert "home-" not in text and "Ticket" not in text and "Clear tray" not in text, path
     finally:
         cluster.stop()

@@ -23,7 +23,8 @@ def raw(meta: dict, arrays: dict) -> bytes:
 def rebuild(packet: KnowledgePacket, **changes) -> bytes:
     """A packet's bytes with some arrays or metadata replaced, bypassing every check."""
     arrays = {k: getattr(packet, k) for k in ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")}
-    meta = {"sender": packet.sender, "tokenizer": packet.tokenizer, "vocab_size": str(packet.vocab_size)}
+    meta = {"sender": packet.sender, "tokenizer": packet.tokenizer, "vocab_size": str(packet.vocab_size),
+            "public_set": packet.public_set}
     for key, value in changes.items():
         (arrays if isinstance(value, np.ndarray) else meta)[key] = value
     return raw(meta, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
@@ -50,6 +51,7 @@ PROBES = {
     "header is a number": (lambda p: header_bytes(b"42"), "corrupted or not a packet"),
     "header of 200,000 '['": (lambda p: header_bytes(b"[" * 200_000), "corrupted or not a packet"),
     "ten bytes": (lambda p: b"0123456789", "corrupted or not a packet"),
+    "made on another public set": (lambda p: rebuild(p, public_set="0123456789abcdef"), "public set mismatch"),
     "0-d example ids": (lambda p: rebuild(p, example_ids=np.array(5, dtype=np.int64)), "inconsistent shapes"),
     "K = 0": (lambda p: rebuild(p, topk_ids=p.topk_ids[:, :0], topk_logprobs=p.topk_logprobs[:, :0]), "top-K of 0"),
     "K below fedmkt.top_k": (lambda p: rebuild(p, topk_ids=p.topk_ids[:, :4], topk_logprobs=p.topk_logprobs[:, :4]),

@@ -8,7 +8,8 @@ import pytest
 
 from fedmkt.data import bigbench
 from fedmkt.data.prompts import answer_text, prompt_text
-from fedmkt.data.splits import split_questions
+from fedmkt.config import parse_config
+from fedmkt.data.splits import federated_split
 from fedmkt.evaluation import evaluate_questions, rouge_l
 
 MC = {"name": "mc", "examples": [
@@ -78,11 +79,14 @@ def test_mixed_split_and_free_text_evaluation(sdist, mmlu, smol_tok):
     from fedmkt.models import load_model
 
     questions = mmlu + bigbench.load_bigbench(["mc", "natural_instructions/sub1"])
-    split = split_questions(questions, {"a": ["stem"]}, 6, 4, 1, ["mc", "natural_instructions/sub1"], 0)
+    config = parse_config({"clients": [{"name": "a", "domains": ["stem"]}],
+                           "data": {"public_size": 6, "private_size": 4, "eval_size": 1, "eval_domains": ["mc", "natural_instructions/sub1"],
+                                    "bigbench_tasks": ["mc", "natural_instructions/sub1"]}})
+    split = federated_split(config, presets=questions)
     assert {q.domain for q in split.public} >= {"stem", "humanities"}
     loaded = load_model(ModelSpec(source="tiny:smollm2-135m-instruct"))
     free = evaluate_questions(loaded.model, loaded.tokenizer, split.evaluation["natural_instructions/sub1"], 64, 2)
-    assert set(free) == {"rougeL", "n"} and 0.0 <= free["rougeL"] <= 1.0
+    assert set(free) == {"rougeL", "exact_match", "n"} and 0.0 <= free["rougeL"] <= 1.0
     mc = evaluate_questions(loaded.model, loaded.tokenizer, split.evaluation["mc"], 64, 2)
     assert mc["n"] == 1 and mc["acc"] in (0.0, 1.0)
 

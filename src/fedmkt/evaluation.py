@@ -5,9 +5,11 @@ scoring="text": each choice's continuation (" B. <choice>") is scored;
 scoring="letter": the continuation is the letter alone (" B"), as lm-eval scores MMLU. When every
     letter is one token, one forward pass of the prompt scores all choices (4x cheaper than text);
     the continuations have equal length, so acc_norm equals acc.
-Free-text questions are answered greedily (up to the first newline) and scored by ROUGE-L F1 against
-the best reference: the longest common subsequence of lower-cased alphanumeric words (the tokenisation
-of Google's rouge-score), computed by rapidfuzz.
+Free-text questions are answered greedily (benchmark prompts: up to the first newline; chat prompts: up
+to the end of the model's turn) and scored against the best reference by ROUGE-L F1, the longest common
+subsequence of lower-cased alphanumeric words (the tokenisation of Google's rouge-score), computed by
+rapidfuzz, and by exact match after SQuAD's answer normalisation (lower case, no punctuation or articles,
+single spaces; Rajpurkar et al., 2016, official evaluation script).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fedmkt.data.encoding import batches, encode
 from fedmkt.data.questions import LETTERS, Question
-from fedmkt.data.prompts import choice_text, prompt_text
+from fedmkt.data.prompts import choice_text, prompt_text, render, uses_chat_template
 from fedmkt.records import PartyScores
 from fedmkt.training import ComputeClock, tail_logits
 
@@ -35,14 +37,15 @@ def metric_name(result: dict) -> str:
     return "acc" if primary_metric(result) == "acc" else "ROUGE-L"
 
 
-def summarize(domains: dict[str, dict]) -> PartyScores:
+def summarize(domains: dict[str, dict], own: dict | None = None) -> PartyScores:
     """A party's scores with their means: each metric over the domains that report it, and "score", the
-    mean of each domain's primary metric (accuracy, or ROUGE-L for free-text domains)."""
+    mean of each domain's primary metric (accuracy, or ROUGE-L for free-text domains). `own`: a client's
+    own held-out set, kept apart so that every party's means cover the same sets."""
     scores = list(domains.values())
     metrics = sorted({m for s in scores for m in s if m != "n"})
     mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
     mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
-    return PartyScores(dict(domains), mean)
+    return PartyScores(dict(domains), mean, own)
 
 
 def _single_token_letters(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int] | None:
@@ -121,31 +124,43 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def normalize_answer(text: str) -> str:
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
+
+
+def exact_match(candidate: str, reference: str) -> float:
+    return float(normalize_answer(candidate) == normalize_answer(reference))
+
+
 @torch.no_grad()
 def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
                      max_length: int, batch_size: int, max_new_tokens: int = 48,
                      clock: ComputeClock | None = None) -> list[str]:
-    """Greedy answers, cut at the first newline (prompts end in "Answer:", answers take one line)."""
+    """Greedy answers: to the end of the model's turn for chat-template prompts, else to the first newline
+    (benchmark prompts end in "Answer:" and their answers take one line)."""
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
     # Left padding, and left truncation: a long prompt keeps its end (the question and "Answer:"), as in training.
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     cut, tokenizer.truncation_side = tokenizer.truncation_side, "left"
-    # Stop a row at end of text or at its first newline token.
-    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
+    chat = bool(questions) and uses_chat_template(questions[0], tokenizer)
+    # Stop a row at end of text, and (benchmark prompts) at its first newline token.
+    newline = [] if chat else tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
     stops = sorted({tokenizer.eos_token_id, *newline} - {None})
     answers = []
     try:
         for start in range(0, len(questions), batch_size):
-            prompts = [prompt_text(q) for q in questions[start:start + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length).to(device)
+            texts = [render(q, tokenizer) for q in questions[start:start + batch_size]]
+            enc = tokenizer([t.prompt for t in texts], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length, add_special_tokens=texts[0].add_special_tokens).to(device)
             with clock.measure():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
             for row in out[:, enc["input_ids"].shape[1]:]:
-                answers.append(tokenizer.decode(row, skip_special_tokens=True).strip().split("\n")[0])
+                answer = tokenizer.decode(row, skip_special_tokens=True).strip()
+                answers.append(answer if chat else answer.split("\n")[0])
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = side, cut
     return answers
@@ -155,7 +170,9 @@ def evaluate_free_text(model, tokenizer, questions: list[Question], max_length: 
                        clock: ComputeClock | None = None) -> dict:
     answers = generate_answers(model, tokenizer, questions, max_length, batch_size, clock=clock)
     scores = [max(rouge_l(a, r) for r in q.references) for a, q in zip(answers, questions)]
-    return {"rougeL": float(np.mean(scores)) if scores else 0.0, "n": len(questions)}
+    exact = [max(exact_match(a, r) for r in q.references) for a, q in zip(answers, questions)]
+    return {"rougeL": float(np.mean(scores)) if scores else 0.0,
+            "exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(questions)}
 
 
 def evaluate_questions(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,

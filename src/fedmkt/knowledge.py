@@ -36,6 +36,7 @@ class Expected:
 
     labels: dict[int, np.ndarray]  # uid -> sender's token ids at its loss positions (what each predicts)
     top_k: int
+    public_set: str = ""  # content hash of the receiver's public set ("" skips the check)
     ce_tolerance: float = 0.02  # fp16 log-probs: relative rounding ~1e-3, plus slack
 
 
@@ -51,6 +52,7 @@ class KnowledgePacket:
     offsets: np.ndarray  # int64 [N+1]: positions of example n are rows offsets[n]:offsets[n+1]
     topk_ids: np.ndarray  # int32 [P, K]
     topk_logprobs: np.ndarray  # float16 [P, K]
+    public_set: str = ""  # content hash of the public set the sender computed it on
 
     @property
     def top_k(self) -> int:
@@ -106,6 +108,9 @@ class KnowledgePacket:
         def fail(why: str):
             raise PacketError(f"knowledge packet from '{self.sender}': {why}")
 
+        if expected.public_set and self.public_set != expected.public_set:
+            fail(f"public set mismatch: it was computed on public set {self.public_set or '(unnamed)'}, this party "
+                 f"holds {expected.public_set}; every party must load the same data.public")
         uids = sorted(expected.labels)
         if sorted(int(u) for u in self.example_ids) != uids:
             fail(f"its {len(self.example_ids)} example ids are not the public set's {len(uids)}")
@@ -129,7 +134,7 @@ class KnowledgePacket:
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "version": str(VERSION), "sender": self.sender, "tokenizer": self.tokenizer,
-                "vocab_size": str(self.vocab_size)}
+                "vocab_size": str(self.vocab_size), "public_set": self.public_set}
         return save({
             "example_ids": np.ascontiguousarray(self.example_ids, dtype=np.int64),
             "ce": np.ascontiguousarray(self.ce, dtype=np.float32),
@@ -172,7 +177,8 @@ class KnowledgePacket:
         except ValueError:
             raise PacketError(f"knowledge packet has no valid vocab_size ({meta.get('vocab_size')!r})") from None
         packet = cls(sender=str(meta.get("sender", "?")), tokenizer=str(meta.get("tokenizer", "")),
-                     vocab_size=vocab_size, **{k: arrays[k] for k in ARRAYS})
+                     vocab_size=vocab_size, public_set=str(meta.get("public_set", "")),
+                     **{k: arrays[k] for k in ARRAYS})
         packet.validate()
         packet.topk_ids = packet.topk_ids.astype(np.int32)
         return packet

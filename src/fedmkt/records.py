@@ -17,17 +17,18 @@ class PartyScores:
 
     domains: dict[str, dict[str, float]]
     mean: dict[str, float]
+    own: dict[str, float] | None = None  # a client's own held-out set (clients.N.eval), outside the means
 
     @property
     def score(self) -> float:
         return self.mean["score"]
 
     def to_json(self) -> dict:
-        return {**self.domains, "mean": self.mean}
+        return {**self.domains, "mean": self.mean, **({"own": self.own} if self.own is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "PartyScores":
-        return cls({k: v for k, v in data.items() if k != "mean"}, data["mean"])
+        return cls({k: v for k, v in data.items() if k not in ("mean", "own")}, data["mean"], data.get("own"))
 
 
 Evaluation = dict[str, PartyScores]  # party name -> its scores

@@ -24,6 +24,39 @@ def _row(name: str, evaluation: Evaluation, domains: list[str], dropped: dict) -
     return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name].score:.3f} |"
 
 
+def _private(client: dict) -> str:
+    if client.get("domains"):
+        return ", ".join(client["domains"])
+    if client.get("private"):
+        return ", ".join(s["source"] for s in client["private"]["sources"])
+    return "on its node"
+
+
+def _data(cfg: dict, split) -> str:
+    data = cfg["data"]
+    sizes = f"public {split.public}, private {split.private}, evaluation {split.evaluation}"
+    if data.get("public"):
+        return f"- data (public: {', '.join(s['source'] for s in data['public']['sources'])}): {sizes}"
+    tasks = data.get("bigbench_tasks")
+    return f"- data (MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}): {sizes}"
+
+
+def _own_rows(metrics: RunMetrics) -> list[str]:
+    """Each client's score on its own held-out set (clients.N.eval), zero-shot to the last round."""
+    stages = [("zero-shot", metrics.zero_shot)] + [(f"round {r.round}", r.evaluation) for r in metrics.rounds]
+    clients = [name for name, scores in metrics.zero_shot.items() if scores.own is not None]
+    if not clients:
+        return []
+    lines = ["## clients' own evaluation sets", "", "| client | metric | " + " | ".join(t for t, _ in stages) + " |",
+             "|" + "---|" * (len(stages) + 2)]
+    for name in clients:
+        own = metrics.zero_shot[name].own
+        metric = primary_metric(own)
+        cells = [f"{e[name].own[metric]:.3f}" if name in e and e[name].own else "-" for _, e in stages]
+        lines.append(f"| {name} | {metric} (n={own['n']:.0f}) | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(metrics: RunMetrics) -> str:
     zero = metrics.zero_shot
     parties = list(zero)
@@ -31,16 +64,14 @@ def summary_markdown(metrics: RunMetrics) -> str:
     domains = list(first)
     cfg = metrics.config
     split = metrics.split
-    tasks = cfg["data"].get("bigbench_tasks")
     lines = [
         "# FedMKT run summary", "",
         f"- server LLM: `{cfg['server']['source']}`; clients: "
-        + ", ".join(f"`{c['name']}` (`{c['model']['source']}`, private: {', '.join(c['domains'])})" for c in cfg["clients"]),
+        + ", ".join(f"`{c['name']}` (`{c['model']['source']}`, private: {_private(c)})" for c in cfg["clients"]),
         f"- method: {cfg['fedmkt'].get('method', 'fedmkt')}, rounds: {cfg['fedmkt']['rounds']}, top-K: {cfg['fedmkt']['top_k']}, lambda: {cfg['fedmkt']['ce_weight']}, "
         f"selection: {cfg['fedmkt']['selection']}, LLM training: {cfg['fedmkt']['llm_training']}, "
         f"FedAvg of SLMs: {cfg['fedmkt']['fedavg_slms']}",
-        f"- data (MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}): public {split.public}, private {split.private}, "
-        f"evaluation {split.evaluation}",
+        _data(cfg, split),
         f"- wall time: {metrics.wall_s or 0:.0f} s", "",
     ]
     header = "| party | " + " | ".join(f"{d} {_cell_header(first[d])}" for d in domains) + " | mean score |"
@@ -48,6 +79,7 @@ def summary_markdown(metrics: RunMetrics) -> str:
     stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds]
     for title, evaluation, dropped in stages:
         lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, dropped) for p in parties] + [""]
+    lines += _own_rows(metrics)
     if metrics.rounds:
         lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "
                   "server picks (self / clients) |", "|---|---|---|---|---|---|---|"]

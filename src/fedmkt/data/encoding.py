@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fedmkt.data.prompts import answer_text, prompt_text
+from fedmkt.data.prompts import render
 from fedmkt.data.questions import Question
 
 
@@ -28,6 +28,7 @@ class Encoded:
     answer_start: int  # index of the first answer token
     ends: np.ndarray  # int64 [L]: character where each token's text ends in prompt+answer; -1 special
     offsets_valid: bool  # the non-special tokens' spans tile the text
+    prompt_chars: int = 0  # length of the prompt text: answer characters are counted from here
 
     @property
     def n_loss(self) -> int:
@@ -35,8 +36,11 @@ class Encoded:
 
     @property
     def loss_boundaries(self) -> np.ndarray:
-        """Character offset at which each loss position's next-token prediction starts."""
-        return self.ends[self.answer_start - 1: len(self.input_ids) - 1]
+        """Character offset, counted from the start of the answer, at which each loss position's next-token
+        prediction starts (-1: a special token). From the answer, not the text: chat templates give each
+        tokenizer its own prompt, while the answer text is the same for all."""
+        ends = self.ends[self.answer_start - 1: len(self.input_ids) - 1]
+        return np.where(ends < 0, -1, ends - self.prompt_chars)
 
     @property
     def answer_ids(self) -> np.ndarray:
@@ -52,14 +56,17 @@ def _pieces(tokenizer: PreTrainedTokenizerBase, text: str, special: bool):
 
 
 def _tiles(spans: np.ndarray, is_special: np.ndarray, start: int, end: int) -> bool:
-    spans = spans[~is_special]
+    # Special tokens written in the text (a chat template's "<|im_start|>") cover their characters; those the
+    # tokenizer adds (BOS) cover none and are left out.
+    spans = spans[~is_special | (spans[:, 1] > spans[:, 0])]
     if len(spans) == 0:
         return start == end
     return bool(spans[0, 0] == start and spans[-1, 1] == end and np.all(spans[1:, 0] == spans[:-1, 1]))
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, uid: int, prompt: str, answer: str, max_length: int) -> Encoded:
-    p_ids, p_spans, p_special = _pieces(tokenizer, prompt, special=True)
+def encode(tokenizer: PreTrainedTokenizerBase, uid: int, prompt: str, answer: str, max_length: int,
+           add_special_tokens: bool = True) -> Encoded:
+    p_ids, p_spans, p_special = _pieces(tokenizer, prompt, special=add_special_tokens)
     a_ids, a_spans, a_special = _pieces(tokenizer, answer, special=False)
     if len(a_ids) == 0:
         raise ValueError(f"example {uid}: the answer {answer!r} has no tokens")
@@ -73,7 +80,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, uid: int, prompt: str, answer: st
         p_ids, p_spans, p_special = p_ids[keep], p_spans[keep], p_special[keep]
     ends = np.concatenate([np.where(p_special, -1, p_spans[:, 1]), np.where(a_special, -1, a_spans[:, 1] + len(prompt))])
     return Encoded(uid=uid, input_ids=np.concatenate([p_ids, a_ids]), answer_start=len(p_ids), ends=ends,
-                   offsets_valid=valid)
+                   offsets_valid=valid, prompt_chars=len(prompt))
 
 
 @dataclass
@@ -116,4 +123,9 @@ def batches(examples: list[Encoded], batch_size: int, pad_id: int):
 
 def encode_questions(tokenizer: PreTrainedTokenizerBase, questions: list[Question], max_length: int) -> list[Encoded]:
     """Each question as prompt + its answer, tokenized for training or knowledge extraction."""
-    return [encode(tokenizer, q.uid, prompt_text(q), answer_text(q), max_length) for q in questions]
+    return [encode_question(tokenizer, q, max_length) for q in questions]
+
+
+def encode_question(tokenizer: PreTrainedTokenizerBase, q: Question, max_length: int) -> Encoded:
+    text = render(q, tokenizer)
+    return encode(tokenizer, q.uid, text.prompt, text.answer, max_length, text.add_special_tokens)

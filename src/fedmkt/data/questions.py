@@ -1,22 +1,44 @@
-"""A labelled example, whatever set it comes from: multiple choice, or free text scored by ROUGE-L."""
+"""A labelled example, whatever set it comes from, in one of two shapes.
+
+multiple choice: a question, its choices and the right one's index; scored by log-likelihood (acc, acc_norm).
+instruction / free text: a prompt (or chat turns) and the reference responses; trained on the response
+    tokens only, scored by ROUGE-L and exact match of a greedy answer.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import astuple, dataclass
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass(frozen=True)
 class Question:
-    uid: int  # stable across runs and unique across sources
-    domain: str  # what a client can hold and an evaluation set is drawn from (an MMLU group, a BIG-bench task)
+    uid: int  # stable across runs and parties, unique across sources
+    domain: str  # what draws balance over and presets filter by (an MMLU group, a BIG-bench task, a file)
     subject: str
-    question: str
-    choices: tuple[str, ...] = ()  # empty for a free-text task
-    answer: int = -1  # index into choices; -1 for a free-text task
-    references: tuple[str, ...] = ()  # acceptable free-text answers (ROUGE-L takes the best)
+    question: str  # the prompt text (chat turns flattened, for models without a chat template)
+    choices: tuple[str, ...] = ()  # empty for free text
+    answer: int = -1  # index into choices; -1 for free text
+    references: tuple[str, ...] = ()  # acceptable free-text answers (the first is the training target)
+    turns: tuple[tuple[str, str], ...] = ()  # (role, content) before the response: rendered with a chat template
 
     @property
     def free_text(self) -> bool:
         return not self.choices
+
+    @property
+    def chat(self) -> bool:
+        """An instruction example: rendered with the model's chat template when it has one."""
+        return bool(self.turns)
+
+
+def set_hash(questions: list[Question]) -> str:
+    """Content hash of a set of examples, in order: parties compare it to know they hold the same public set."""
+    digest = hashlib.sha256()
+    for q in questions:
+        digest.update(json.dumps(astuple(q), ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]

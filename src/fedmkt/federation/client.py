@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from fedmkt.data.questions import Question
 from fedmkt.files import atomic_folder, atomic_write_json, child
-from fedmkt.federation.protocol import (AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
+from fedmkt.federation.protocol import (OWN, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes)
 from fedmkt.federation.roles import ClientParty, Peer
@@ -36,9 +36,11 @@ class ClientRuntime:
                             where a repeated round starts from when the server resumes
     """
 
-    def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None):
+    def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None,
+                 own_evaluation: list[Question] | None = None):
         self.party = party
         self.evaluation = evaluation
+        self.own_evaluation = own_evaluation or []  # its own held-out set: scored under OWN, never sent
         self.store = store
         self.state = {"round": 0, "phase": INIT, "step": 0}
         if store is not None and not (self._dir("round-0") / "adapter_model.safetensors").is_file():
@@ -110,6 +112,9 @@ class ClientRuntime:
 
     def serve(self, phase: Phase, request: Request) -> Reply:
         party = self.party
+        if request.public_set is not None and request.public_set != party.public_hash:
+            raise ClientFailure(f"public set mismatch: the server holds public set {request.public_set}, client "
+                                f"'{party.name}' holds {party.public_hash}; every party must load the same data.public")
         self._sync(request.round, phase)
         if phase == Phase.SHARE:  # steps (1) and (2)
             loss = party.train_private()
@@ -125,8 +130,10 @@ class ClientRuntime:
             self._persist(request.round, phase, snapshot=True)
             return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
         if phase == Phase.EVALUATE:
-            return EvaluateReply(scores={domain: party.evaluate(questions)
-                                         for domain, questions in self.evaluation.items()})
+            scores = {domain: party.evaluate(questions) for domain, questions in self.evaluation.items()}
+            if self.own_evaluation:
+                scores[OWN] = party.evaluate(self.own_evaluation)
+            return EvaluateReply(scores=scores)
         if phase == Phase.GET_ADAPTER:
             return AdapterReply(adapter=adapter_to_bytes(party.adapter_state()))
         party.load_adapter_state(adapter_from_bytes(request.adapter))  # Phase.SET_ADAPTER

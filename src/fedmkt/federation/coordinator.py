@@ -17,7 +17,7 @@ from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.evaluation import summarize
 from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for
-from fedmkt.federation.protocol import EvaluateReply, Phase, Request
+from fedmkt.federation.protocol import OWN, EvaluateReply, Phase, Request
 from fedmkt.federation.roles import Party
 from fedmkt.federation.store import RunStore
 from fedmkt.models import peer_tokenizer
@@ -50,11 +50,13 @@ class Coordinator:
         if server:
             out["server"] = summarize({d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})
         replies = call_clients(self.transport, Phase.EVALUATE, {n: Request(round_no) for n in clients}, {},
-                               self.reporter)
+                               self.reporter, self.server.public_hash)
         for name in clients:
             reply = replies.get(name)
             if isinstance(reply, EvaluateReply):
-                out[name] = summarize(reply.scores)
+                scores = dict(reply.scores)
+                own = scores.pop(OWN, None)
+                out[name] = summarize(scores, own)
         return out
 
     def _zero_shot_keys(self) -> dict[str, str]:
@@ -85,7 +87,8 @@ class Coordinator:
     def run_round(self, round_no: int) -> RoundRecord:
         """One round of the method's training (evaluation comes after, outside its timing)."""
         server_before = self.server.clock.seconds
-        rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no))
+        rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no),
+                           self.server.public_hash)
         self.method.train_round(rnd)
         rnd.record.timing = rnd.timing(self.server.clock.seconds - server_before)
         return rnd.record

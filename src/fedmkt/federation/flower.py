@@ -17,7 +17,11 @@ Node config (`flower-supernode --node-config`):
   name           which client of the config this node is (required)
   state-dir      where it keeps its adapters (default: ~/.cache/fedmkt/nodes)
   model          optional local source of its SLM (same tokenizer as the config names)
-  domains        optional comma-separated MMLU domains of its private data (default: the config's)
+  private-data   its private data: a file or save_to_disk folder on this machine (the server's config need
+                 not name it, and the server never reads it)
+  private-columns, private-shape   optional column mapping (JSON object) and shape of that file
+  eval-data      optional: its own held-out evaluation file, reported as this client's "own" score
+  domains        optional comma-separated MMLU domains of its private data (benchmark preset)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedmkt.config import ModelSpec, RunConfig, load_config, parse_config
+from fedmkt.config import ModelSpec, RunConfig, SetSpec, SourceSpec, load_config, parse_config
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import ClientFailure, Phase
@@ -171,7 +175,8 @@ def server_main(grid: Grid, context: Context) -> None:
     config = load_config(run_config.get("config") or None)
     resume = bool(run_config.get("resume", False))
     seed_everything(config.seed)
-    split = federated_split(config)
+    # The server reads no client's private data; only the centralized baseline pools it (benchmark presets).
+    split = federated_split(config, clients=[c.name for c in config.clients] if config.fedmkt.method == "centralized" else [])
     store = RunStore.open(config, resume)
     reporter = LineReporter()
     transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
@@ -194,8 +199,17 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     update = {}
     if context.node_config.get("model"):
         update["model"] = ModelSpec(source=str(context.node_config["model"]))
-    if context.node_config.get("domains"):
-        update["domains"] = [d.strip() for d in str(context.node_config["domains"]).split(",") if d.strip()]
+    node = context.node_config
+    if node.get("domains"):
+        update["domains"] = [d.strip() for d in str(node["domains"]).split(",") if d.strip()]
+        update["private"] = None
+    if node.get("private-data"):
+        columns = json.loads(str(node["private-columns"])) if node.get("private-columns") else {}
+        source = {"source": str(node["private-data"]), "columns": columns,
+                  "shape": str(node.get("private-shape") or "auto")}
+        update["private"], update["domains"] = SetSpec(sources=[SourceSpec(**source)]), None
+    if node.get("eval-data"):
+        update["eval"] = SetSpec(sources=[SourceSpec(source=str(node["eval-data"]))])
     if update:
         config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
                                                        for c in config.clients]})
@@ -205,7 +219,7 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         store = child(Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
-        _RUNTIMES[key] = make_client(config, name, federated_split(config), store)
+        _RUNTIMES[key] = make_client(config, name, federated_split(config, clients=[name]), store)
     return _RUNTIMES[key]
 
 

@@ -30,8 +30,11 @@ class Transport(Protocol):
 
 
 def call_clients(transport: Transport, phase: Phase, requests: dict[str, Request],
-                 dropped: dict[str, str], reporter: Reporter) -> dict[str, Reply]:
-    """One phase on the named clients: replies validated in one place; a failure drops its client."""
+                 dropped: dict[str, str], reporter: Reporter, public_set: str | None = None) -> dict[str, Reply]:
+    """One phase on the named clients: replies validated in one place; a failure drops its client. Every
+    request carries the server's public-set hash, which a client holding another set refuses."""
+    for request in requests.values():
+        request.public_set = public_set
     wire = transport.call(phase, {name: request.to_wire() for name, request in requests.items()})
     replies = {}
     for name in requests:
@@ -49,13 +52,15 @@ def call_clients(transport: Transport, phase: Phase, requests: dict[str, Request
 class RoundContext:
     """One round in progress: the record it fills, and client calls that count compute and drops."""
 
-    def __init__(self, number: int, transport: Transport, reporter: Reporter, record: RoundRecord):
+    def __init__(self, number: int, transport: Transport, reporter: Reporter, record: RoundRecord,
+                 public_set: str | None = None):
         self.number, self.transport, self.reporter, self.record = number, transport, reporter, record
+        self.public_set = public_set
         self.client_compute_s = 0.0
         self.started = time.perf_counter()
 
     def call(self, phase: Phase, requests: dict[str, Request]) -> dict[str, Reply]:
-        replies = call_clients(self.transport, phase, requests, self.record.dropped, self.reporter)
+        replies = call_clients(self.transport, phase, requests, self.record.dropped, self.reporter, self.public_set)
         self.client_compute_s += sum(r.compute_s for r in replies.values())
         return replies
 
@@ -196,6 +201,13 @@ class Centralized(Method):
     @property
     def trained_clients(self) -> list[str]:
         return []
+
+    def __init__(self, config: RunConfig, server: Party, split: FederatedSplit):
+        super().__init__(config, server, split)
+        missing = [name for name in self.clients if name not in split.private]
+        if missing:
+            raise ValueError(f"the centralized baseline pools every client's private data, but the server cannot read "
+                             f"that of {missing} (given only on their nodes); run it locally")
 
     def train_round(self, rnd: RoundContext) -> None:
         pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]

@@ -30,6 +30,9 @@ class Phase(str, Enum):
         return self.value
 
 
+OWN = "own"  # evaluation key of a client's own held-out set (clients.N.eval), beside the server's sets
+
+
 class ClientFailure(RuntimeError):
     """A client that errored, timed out or sent something unusable in a phase."""
 
@@ -50,6 +53,7 @@ class Request:
     packet: bytes | None = None  # DISTILL: the LLM's knowledge packet
     tokenizer: str | None = None  # DISTILL: the LLM's model source, whose tokenizer the packet uses
     adapter: bytes | None = None  # SET_ADAPTER: safetensors bytes
+    public_set: str | None = None  # content hash of the server's public set: a client holding another refuses
 
     def to_wire(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -58,7 +62,8 @@ class Request:
     def from_wire(cls, data: dict) -> "Request":
         return cls(round=int(data.get("round", 0)), packet=data.get("packet"),
                    tokenizer=None if data.get("tokenizer") is None else str(data["tokenizer"]),
-                   adapter=data.get("adapter"))
+                   adapter=data.get("adapter"),
+                   public_set=None if data.get("public_set") is None else str(data["public_set"]))
 
 
 def _field(data: dict, key: str, kind: type):

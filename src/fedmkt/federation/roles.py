@@ -22,9 +22,8 @@ from transformers import PreTrainedTokenizerBase
 from fedmkt.alignment.sequence import SequenceAligner
 from fedmkt.alignment.vocab import VocabMap, build_vocab_map, canonical_tokens, tokenizer_fingerprint
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
-from fedmkt.data.encoding import Encoded, encode, encode_questions
-from fedmkt.data.prompts import answer_text, prompt_text
-from fedmkt.data.questions import Question
+from fedmkt.data.encoding import Encoded, encode_question, encode_questions
+from fedmkt.data.questions import Question, set_hash
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora
@@ -75,7 +74,8 @@ class Party:
             self.model = attach_lora(loaded.model, lora)
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
-        self._texts = {q.uid: (prompt_text(q), answer_text(q)) for q in public}
+        self._public_questions = {q.uid: q for q in public}
+        self.public_hash = set_hash(public)
         self.public = encode_questions(self.tokenizer, public, train.max_length)
         self.public_by_uid = {e.uid: e for e in self.public}
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)
@@ -103,6 +103,7 @@ class Party:
                 self.model, self.public, self.pad_id, self.fedmkt.top_k, self.train_spec.batch_size,
                 sender=self.name, tokenizer_id=self.fingerprint, vocab_size=int(self.model.config.vocab_size),
                 clock=self.clock, reporter=self.reporter)
+            self._knowledge.public_set = self.public_hash
         return self._knowledge
 
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
@@ -117,8 +118,9 @@ class Party:
         view = self._senders.get(fingerprint)
         if view is None:
             same = fingerprint == self.fingerprint
-            public = self.public if same else [encode(tokenizer, e.uid, *self._texts[e.uid], self.train_spec.max_length)
-                                               for e in self.public]
+            public = self.public if same else [
+                encode_question(tokenizer, self._public_questions[e.uid], self.train_spec.max_length)
+                for e in self.public]
             aligner = SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer))
             view = SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
                               alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public},
@@ -136,7 +138,7 @@ class Party:
                 f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
                 f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
         view = self.sender_view(peer.tokenizer)
-        peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k))
+        peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k, public_set=self.public_hash))
         return SenderKnowledge(peer.packet, view.vmap, view.alignments)
 
     def absorb(self, senders: list[SenderKnowledge]) -> AbsorbStats:

@@ -15,7 +15,9 @@ from fedmkt.config import ModelSpec, RunConfig
 from fedmkt.data.bigbench import load_bigbench
 from fedmkt.data.mmlu import load_mmlu
 from fedmkt.data.questions import Question
-from fedmkt.data.splits import FederatedSplit, split_questions
+from fedmkt.data.sources import DataError
+from fedmkt.data.splits import FederatedSplit
+from fedmkt.data.splits import federated_split as draw_split
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.roles import ClientParty, Party
 from fedmkt.models import LoadedModel, ModelNotFoundError, load_model
@@ -29,17 +31,18 @@ def seed_everything(seed: int) -> None:
 
 
 def load_questions(config: RunConfig) -> list[Question]:
+    """The benchmark presets a config may draw from (MMLU and its BIG-bench tasks), loaded once."""
     questions = load_mmlu()
     if config.data.bigbench_tasks:
         questions += load_bigbench(config.data.bigbench_tasks)
     return questions
 
 
-def federated_split(config: RunConfig, questions: list[Question] | None = None) -> FederatedSplit:
-    """The same split on every party: it depends only on the config and its seed."""
-    return split_questions(questions if questions is not None else load_questions(config),
-                           {c.name: c.domains for c in config.clients}, config.data.public_size,
-                           config.data.private_size, config.data.eval_size, config.data.eval_domains, config.seed)
+def federated_split(config: RunConfig, questions: list[Question] | None = None,
+                    clients: list[str] | None = None) -> FederatedSplit:
+    """The same split on every party: it depends only on the config and its seed. `clients`: whose private
+    data this party reads (None: all, a local run); `questions`: preloaded presets."""
+    return draw_split(config, clients, presets=questions)
 
 
 def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
@@ -59,8 +62,11 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
                 reporter: Reporter = SILENT) -> ClientRuntime:
     index = [c.name for c in config.clients].index(name)
     spec = config.clients[index]
+    if name not in split.private:
+        raise DataError(f"client '{name}' has no private data: set clients.{index}.private (or clients.{index}.domains "
+                        f"for a benchmark preset), or, on a Flower SuperNode, private-data in its node config")
     seed = config.seed + 1 + index
     party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora, train=config.train,
                         fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
                         private=split.private[name], eval_scoring=config.data.eval_scoring)
-    return ClientRuntime(party, split.evaluation, store)
+    return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name))
