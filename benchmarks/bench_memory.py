@@ -39,7 +39,9 @@ def step(kind: str) -> int:
 
     torch.manual_seed(0)
     loaded = load_model(ModelSpec(source=SOURCE))
-    model = attach_lora(loaded.model, LoraSpec())
+    # Dropout off: its masks' allocations vary by hundreds of MiB between identical runs (glibc), which
+    # would blur a comparison of the loss.
+    model = attach_lora(loaded.model, LoraSpec(dropout=0.0))
     model.train()
     examples = encode_questions(loaded.tokenizer, public_questions(4), 256)
     batch = collate(examples, loaded.tokenizer.pad_token_id)
@@ -78,8 +80,11 @@ def main() -> None:
 
     peaks = {}
     for kind in ("sft", "sparse", "dense"):
+        # A fixed mmap threshold: glibc otherwise raises it as large blocks are freed, and then keeps
+        # freed memory in the heap, which made identical runs differ by hundreds of MiB.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
         out = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", kind], check=True, capture_output=True,
-                             text=True).stdout.strip().splitlines()[-1]
+                             text=True, env=env).stdout.strip().splitlines()[-1]
         peaks[kind] = json.loads(out)["step_peak_kib"]
     record("memory", [{"benchmark": "kd_step_peak_memory", "model": SOURCE,
                        "sft_mib": round(peaks["sft"] / 1024, 1), "sparse_kd_mib": round(peaks["sparse"] / 1024, 1),

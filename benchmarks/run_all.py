@@ -9,7 +9,7 @@ import sys
 
 from benchmarks.common import RESULTS
 
-BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round"]
+BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer"]
 
 
 def table() -> str:
@@ -36,6 +36,11 @@ def table() -> str:
     for r in rounds:
         lines.append(f"| round {r['round']} wall / model compute | {r['wall_s']} s | {r['model_compute_s']} s | "
                      f"{r['wall_over_compute']} | <=1.10 |")
+    if (RESULTS / "trainer.json").is_file():
+        t = load("trainer")[0]
+        lines.append(f"| training call ({t['steps_per_call']} steps, SmolLM2-135M) | {t['fedmkt_loop_s_per_call']:.2f} s | "
+                     f"{t['trainer_s_per_call']:.2f} s with transformers' Trainer | {t['trainer_vs_loop']:.3f} | "
+                     f"decides the loop |")
     return "\n".join(lines)
 
 

@@ -94,3 +94,29 @@ def test_a_padded_target_on_a_masked_logit_gives_no_nan():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
     assert torch.isfinite(sparse_soft_ce(logits.detach(), ids, probs)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_loss_equals_one_chunk(monkeypatch, dtype):
+    """Positions are widened to fp32 a few at a time (no full fp32 copy of bf16 logits on a GPU); the
+    values and gradients are those of a single chunk."""
+    import fedmkt.distill as distill
+
+    torch.manual_seed(0)
+    logits = torch.randn(37, 50, dtype=torch.float32).to(dtype)
+    labels = torch.randint(0, 50, (37,))
+    ids = torch.randint(0, 50, (37, 4))
+    probs = torch.softmax(torch.randn(37, 4), -1)
+
+    def run():
+        z = logits.clone().requires_grad_(True)
+        loss = fedmkt_loss(z, labels, ids, probs, 0.9)
+        loss.backward()
+        return loss.detach(), z.grad
+
+    whole_loss, whole_grad = run()
+    monkeypatch.setattr(distill, "CHUNK_ELEMENTS", 50 * 5)  # chunks of 5 positions, the last one short
+    chunked_loss, chunked_grad = run()
+    assert chunked_grad.dtype == dtype
+    assert torch.equal(chunked_grad, whole_grad)
+    assert torch.allclose(chunked_loss, whole_loss, rtol=1e-6, atol=1e-7)

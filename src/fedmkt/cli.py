@@ -28,16 +28,28 @@ def _fail(error: Exception) -> None:
 def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the embedded one"),
         output_dir: Optional[Path] = typer.Option(None, help="where run folders go (overrides the config)"),
         run_name: Optional[str] = typer.Option(None, help="run folder name (default: a timestamp)"),
-        resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder after its last round")) -> None:
+        resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder after its last round"),
+        set_: list[str] = typer.Option([], "--set", help="override a field, e.g. --set train.learning_rate=1e-4 "
+                                                          "--set clients.0.model.source=org/name (repeatable)")) -> None:
     """Run a complete FedMKT federation in this process."""
-    from fedmkt.config import ConfigError, load_config
+    from fedmkt.config import (ConfigError, RunConfig, load_config, merge, parse_config, read_yaml_mapping,
+                               set_field)
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
 
     try:
         if resume is not None:
+            if set_:
+                raise ConfigError("--set cannot change a run being resumed: its config.yaml is what it ran with")
             cfg = load_config(resume / "config.yaml").model_copy(
                 update={"output_dir": resume.parent, "run_name": resume.name})
+        elif set_:
+            # Over the complete default, so that any field (clients.0.model.source) can be set.
+            data = merge(RunConfig().model_dump(mode="json"),
+                         (read_yaml_mapping(config, "config") or {}) if config is not None else {})
+            for assignment in set_:
+                data = set_field(data, assignment)
+            cfg = parse_config(data)
         else:
             cfg = load_config(config)
         if output_dir is not None:
@@ -51,6 +63,15 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
             LocalFederation(cfg, reporter=reporter, resume=resume is not None).run()
     except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(error)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the complete default config as commented YAML (a starting point for --config)."""
+    from fedmkt.config import RunConfig, commented_yaml
+
+    print("# fedmkt run config: every field with its default; `fedmkt run --config this.yaml` reads it back")
+    print(commented_yaml(RunConfig()))
 
 
 @app.command()

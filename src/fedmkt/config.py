@@ -6,11 +6,12 @@ server LLM, two SmolLM2-135M-Instruct clients split by MMLU domain, sizes that f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -25,20 +26,74 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class ModelSpec(_Strict):
-    """Where a model comes from and how it runs.
+class LoraSpec(_Strict):
+    """The LoRA adapter a party trains (peft). Defaults: the reference FedMKT settings (FATE-LLM's FedMKT
+    tutorial: r 8, alpha 16, dropout 0.05, attention projections)."""
 
-    source: a packaged model name (`smollm2-135m-instruct`, `gemma3-270m`), a local Hugging Face
-    model directory, a `.gguf` file, or `tiny:<packaged name>` (random tiny model with that real
-    tokenizer, for tests).
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="module names to adapt (e.g. [c_attn] for GPT-2), or all-linear (every linear layer but the head)")
+
+
+class TrainSpec(_Strict):
+    """How a party fine-tunes its adapter. Defaults follow the reference FedMKT settings (FATE-LLM's FedMKT
+    tutorial: AdamW with betas (0.9, 0.95) and weight decay 0.1, cosine schedule with 0.8% warmup, gradient
+    clipping at 1.0) except the learning rate, batch layout and length (README: Training settings)."""
+
+    learning_rate: float = Field(3e-4, gt=0)
+    epochs: int | None = Field(
+        None, ge=1, description="epochs per training call; default: fedmkt.private_epochs for private SFT, "
+                                "fedmkt.kd_epochs for distillation")
+    batch_size: int = Field(4, ge=1, description="examples per forward pass")
+    gradient_accumulation: int = Field(1, ge=1, description="forward passes per optimizer step")
+    max_length: int = Field(256, ge=16)
+    weight_decay: float = Field(0.1, ge=0.0)
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    warmup_ratio: float = Field(0.008, ge=0.0, lt=1.0, description="share of a training call's steps spent warming up")
+    schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="learning rate after warmup")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm; null: no clipping")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="autocast on CUDA with float32 weights (fp16 adds loss scaling); ignored on CPU")
+
+
+def _override_of(spec: type[BaseModel]) -> type[BaseModel]:
+    """The same fields, all optional: a party's changes to the run-wide settings."""
+    fields = {name: (field.annotation | None, Field(None, description=field.description))
+              for name, field in spec.model_fields.items()}
+    return create_model(f"{spec.__name__}Override", __base__=_Strict, **fields)
+
+
+LoraOverride = _override_of(LoraSpec)
+TrainOverride = _override_of(TrainSpec)
+
+
+class ModelSpec(_Strict):
+    """Where a model comes from, how it runs and (optionally) how it trains differently from the run's default.
+
+    source: a packaged model name (`smollm2-135m-instruct`, `gemma3-270m`), a Hugging Face Hub id
+    (`HuggingFaceTB/SmolLM2-135M-Instruct`; offline with HF_HUB_OFFLINE=1 from the local Hub cache), a local
+    Hugging Face model directory, a `.gguf` file, or `tiny:<packaged name>` (random tiny model with that
+    real tokenizer, for tests).
     """
 
-    source: str
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    source: str = Field(description="packaged name, Hub id (org/name), local model folder, .gguf file, or tiny:<name>")
+    revision: str | None = Field(None, description="Hub ids: branch, tag or commit")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights and compute")
+    device_map: str | None = Field(
+        None, description="spread the model over GPUs with accelerate (e.g. auto, balanced); replaces device")
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None, description="load the frozen base weights quantized with bitsandbytes (QLoRA); needs CUDA and "
+                          "`pip install bitsandbytes`")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, more time")
     keep_layers: int | None = Field(
         None, ge=1, description="keep this many decoder layers, evenly spaced from first to last: a layer-pruned "
                                 "small model that shares its source's tokenizer")
+    lora: LoraOverride = Field(default_factory=LoraOverride, description="this model's changes to the run's `lora`")
+    train: TrainOverride = Field(default_factory=TrainOverride, description="this model's changes to the run's `train`")
 
     @field_validator("device")
     @classmethod
@@ -46,20 +101,6 @@ class ModelSpec(_Strict):
         if value not in ("cpu", "cuda", "auto") and not value.startswith("cuda:"):
             raise ValueError("must be 'cpu', 'cuda', 'cuda:N' or 'auto'")
         return value
-
-
-class LoraSpec(_Strict):
-    r: int = Field(8, gt=0)
-    alpha: int = Field(16, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-class TrainSpec(_Strict):
-    learning_rate: float = Field(3e-4, gt=0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(4, ge=1)
-    max_length: int = Field(256, ge=16)
 
 
 FIELDS = ("question", "choices", "answer", "prompt", "response", "messages", "domain")  # what columns map to
@@ -180,22 +221,31 @@ class FedMKTSpec(_Strict):
     max_packet_bytes: int = Field(256 * 2**20, ge=1024, description="larger knowledge packets are refused")
 
 
+class TrackingSpec(_Strict):
+    """Per-step training metrics: always steps.jsonl beside the run's metrics; also these trackers."""
+
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="each needs its package (pip install tensorboard / wandb / mlflow)")
+
+
 class RunConfig(_Strict):
-    seed: int = Field(0, ge=0)
-    output_dir: Path = Path("runs")
-    run_name: str | None = Field(None, pattern=NAME_PATTERN)
-    server: ModelSpec = ModelSpec(source="gemma3-270m")
+    seed: int = Field(0, ge=0, description="fixes the data draw, adapter initialisation and every shuffle")
+    output_dir: Path = Field(Path("runs"), description="run folders go in here")
+    run_name: str | None = Field(None, pattern=NAME_PATTERN, description="the run folder's name; default: a timestamp")
+    server: ModelSpec = Field(ModelSpec(source="gemma3-270m"), description="the server's LLM")
     clients: list[ClientSpec] = Field(
+        description="the clients, each with its SLM and private data",
         default_factory=lambda: [
             ClientSpec(name="client-stem", domains=["stem"]),
             ClientSpec(name="client-humanities", domains=["humanities"]),
         ],
         min_length=1,
     )
-    lora: LoraSpec = LoraSpec()
-    train: TrainSpec = TrainSpec()
+    lora: LoraSpec = Field(LoraSpec(), description="every party's LoRA adapter (a model's own `lora` changes it)")
+    train: TrainSpec = Field(TrainSpec(), description="every party's training (a model's own `train` changes it)")
     data: DataSpec = DataSpec()
     fedmkt: FedMKTSpec = FedMKTSpec()
+    tracking: TrackingSpec = TrackingSpec()
 
     @model_validator(mode="after")
     def _unique_clients(self) -> "RunConfig":
@@ -208,14 +258,41 @@ class RunConfig(_Strict):
             raise ValueError(f"client names must be unique, got {names}")
         if "server" in names:
             raise ValueError("'server' is reserved for the LLM party")
+        for party in ["server", *names]:  # every party's merged settings must be valid on their own
+            for kind in ("lora", "train"):
+                try:
+                    getattr(self, f"{kind}_for")(party)
+                except ValidationError as error:
+                    where = "server" if party == "server" else f"clients.{names.index(party)}.model"
+                    problems = "; ".join(f"field `{where}.{kind}.{'.'.join(map(str, item['loc']))}`: {item['msg']}"
+                                         for item in error.errors())
+                    raise ValueError(f"{problems} (this model's `{kind}` over the run's)") from None
         return self
+
+    def model_for(self, party: str) -> ModelSpec:
+        if party == "server":
+            return self.server
+        return next(c.model for c in self.clients if c.name == party)
+
+    def lora_for(self, party: str) -> LoraSpec:
+        """The run's `lora` with the party's own changes."""
+        changes = self.model_for(party).lora.model_dump(exclude_none=True)
+        return LoraSpec.model_validate({**self.lora.model_dump(), **changes})
+
+    def train_for(self, party: str) -> TrainSpec:
+        """The run's `train` with the party's own changes."""
+        changes = self.model_for(party).train.model_dump(exclude_none=True)
+        return TrainSpec.model_validate({**self.train.model_dump(), **changes})
 
 
 def describe(error: ValidationError) -> str:
     """Every problem of a pydantic validation, each naming its field."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        where = ".".join(str(part) for part in item["loc"])
+        if not where:  # a check across fields: its message names them
+            lines.append(item["msg"].removeprefix("Value error, "))
+            continue
         lines.append(f"field `{where}`: {item['msg']}")
     return "; ".join(lines)
 
@@ -245,6 +322,71 @@ def load_config(path: str | Path | None) -> RunConfig:
     if path is None:
         return RunConfig()
     return parse_config(read_yaml_mapping(Path(path), "config"))
+
+
+def set_field(data: dict, assignment: str) -> dict:
+    """Apply `a.b.c=value` (the value read as YAML) to a config mapping; list items by index
+    (`clients.0.model.source=...`). ConfigError names an assignment that does not fit the mapping."""
+    path, sep, text = assignment.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"--set {assignment!r}: expected field.path=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {error}") from None
+    out = json.loads(json.dumps(data, default=str))  # a deep copy that leaves the caller's mapping alone
+    node, parts = out, path.strip().split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {path}: `{where}` is not an item of a list of {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {path}: `{'.'.join(parts[:depth])}` holds no fields")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+    return out
+
+
+def commented_yaml(config: BaseModel, indent: int = 0) -> str:
+    """A config as YAML with each field's description as a comment above it: `fedmkt config` prints the
+    complete default this way, and it reads back to the same config."""
+    lines: list[str] = []
+    pad = " " * indent
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        if isinstance(value, BaseModel) and all(getattr(value, f) is None for f in type(value).model_fields):
+            lines.append(f"{pad}{name}: {{}}")  # an empty override: every field falls back to the run's
+        elif isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines.append(commented_yaml(value, indent + 2))
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            lines.append(f"{pad}{name}:")
+            for item in value:
+                body = commented_yaml(item, indent + 4).splitlines()
+                first = next(i for i, line in enumerate(body) if not line.lstrip().startswith("#"))
+                body[first] = f"{pad}  - " + body[first].lstrip()
+                lines.extend(body)
+        elif isinstance(value, dict) and value and isinstance(next(iter(value.values())), BaseModel):
+            lines.append(f"{pad}{name}:")
+            for key, item in value.items():
+                lines.append(f"{pad}  {key}:")
+                lines.append(commented_yaml(item, indent + 4))
+        else:
+            plain = json.loads(json.dumps(value, default=str)) if not isinstance(value, BaseModel) else value
+            dumped = yaml.safe_dump(plain, default_flow_style=True, width=10**6).strip()
+            if dumped.endswith("\n..."):
+                dumped = dumped[:-4].strip()
+            lines.append(f"{pad}{name}: {dumped.removesuffix(chr(10) + '...')}")
+    return "\n".join(lines)
 
 
 # -- experiment grids: many runs from one file (run by fedmkt.experiment, reported by fedmkt.report) ------

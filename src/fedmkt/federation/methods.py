@@ -58,11 +58,23 @@ class RoundContext:
         self.public_set = public_set
         self.client_compute_s = 0.0
         self.started = time.perf_counter()
+        self.expected_s: float | None = None  # the previous round's wall time: what this one will likely take
+        self.rounds_after = 0  # rounds still to run after this one
 
     def call(self, phase: Phase, requests: dict[str, Request]) -> dict[str, Reply]:
         replies = call_clients(self.transport, phase, requests, self.record.dropped, self.reporter, self.public_set)
         self.client_compute_s += sum(r.compute_s for r in replies.values())
+        self.reporter.message(self.progress_line(f"{phase.value} done"))
         return replies
+
+    def progress_line(self, what: str) -> str:
+        """A line a log file can carry: elapsed time, and from round 2 on what is likely left."""
+        elapsed = time.perf_counter() - self.started
+        line = f"round {self.number}: {what} after {elapsed:.0f}s"
+        if self.expected_s is not None:
+            left = max(self.expected_s - elapsed, 0.0)
+            line += f"; about {left:.0f}s left in the round, {left + self.rounds_after * self.expected_s:.0f}s in the run"
+        return line
 
     def ask(self, phase: Phase, names: list[str]) -> dict[str, Reply]:
         """The same plain request (just the round) to every named client."""
@@ -211,7 +223,8 @@ class Centralized(Method):
 
     def train_round(self, rnd: RoundContext) -> None:
         pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]
-        rnd.record.private_loss["server"] = self.server.train_supervised(pooled, max(self.config.fedmkt.private_epochs, 1))
+        rnd.record.private_loss["server"] = self.server.train_supervised(
+            pooled, self.server.train_spec.epochs or max(self.config.fedmkt.private_epochs, 1))
 
 
 METHODS: dict[str, type[Method]] = {"fedmkt": FedMKT, "standalone": Standalone, "fedavg": FedAvg,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class Party:
         devices = [loaded.device.index or 0] if loaded.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            self.model = attach_lora(loaded.model, lora)
+            self.model = attach_lora(loaded.model, lora, source=loaded.name)
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
         self._public_questions = {q.uid: q for q in public}
@@ -83,6 +84,8 @@ class Party:
         self.reporter = reporter
         self.eval_scoring = eval_scoring
         self.train_calls = 0  # training steps so far: seeds each shuffle, saved in checkpoints
+        self.round = 0  # the round being served (labels per-step metrics)
+        self.step_log: Callable[[dict], None] | None = None  # per optimizer step (fedmkt.tracking.StepLog)
         self._senders: dict[str, SenderView] = {}
         self._knowledge: KnowledgePacket | None = None
         self._pooled: tuple[list[int], list[Encoded]] | None = None  # (uids, encodings) of centralized SFT
@@ -108,8 +111,12 @@ class Party:
 
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
         self._knowledge = None  # the model changes: its knowledge must be measured again
+        on_step = None
+        if self.step_log is not None:
+            def on_step(record: dict) -> None:
+                self.step_log({"party": self.name, "round": self.round, "what": description, **record})
         return train_lora(self.model, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
-                          self.reporter, f"{self.name}: {description}", **kd)
+                          self.reporter, f"{self.name}: {description}", on_step=on_step, **kd)
 
     def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> SenderView:
         """Step (3): vocabulary map and alignments for a sender's tokenizer, built once (ahead of round 1
@@ -148,7 +155,7 @@ class Party:
         uids = [e.uid for e in self.public]
         weights = select_sources(*gather_ce(uids, own, senders), self.fedmkt.selection)
         targets = build_targets(uids, weights, own, senders, {e.uid: e.answer_ids for e in self.public})
-        loss = self._train(self.public, self.fedmkt.kd_epochs, "distill",
+        loss = self._train(self.public, self.train_spec.epochs or self.fedmkt.kd_epochs, "distill",
                            targets=lambda e: (targets[e.uid].ids, targets[e.uid].probs),
                            ce_weight=self.fedmkt.ce_weight)
         return AbsorbStats(loss=loss, selected=selection_rates(weights, [s.packet.sender for s in senders]),
@@ -192,7 +199,7 @@ class ClientParty(Party):
         """Step (1): fine-tune the LoRA adapter on the private data."""
         if self.fedmkt.private_epochs == 0 or not self.private:
             return float("nan")
-        return self._train(self.private, self.fedmkt.private_epochs, "private SFT")
+        return self._train(self.private, self.train_spec.epochs or self.fedmkt.private_epochs, "private SFT")
 
 
 def average_adapters(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

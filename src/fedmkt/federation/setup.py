@@ -53,7 +53,8 @@ def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
 
 
 def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
-    return Party("server", _load(config.server, "server.source", config.seed), lora=config.lora, train=config.train,
+    return Party("server", _load(config.server, "server.source", config.seed), lora=config.lora_for("server"),
+                 train=config.train_for("server"),
                  fedmkt=config.fedmkt, public=split.public, seed=config.seed, reporter=reporter,
                  eval_scoring=config.data.eval_scoring)
 
@@ -66,7 +67,8 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
         raise DataError(f"client '{name}' has no private data: set clients.{index}.private (or clients.{index}.domains "
                         f"for a benchmark preset), or, on a Flower SuperNode, private-data in its node config")
     seed = config.seed + 1 + index
-    party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora, train=config.train,
+    party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora_for(name),
+                        train=config.train_for(name),
                         fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
                         private=split.private[name], eval_scoring=config.data.eval_scoring)
     return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name))
