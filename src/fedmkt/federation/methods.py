@@ -223,8 +223,7 @@ class Centralized(Method):
 
     def train_round(self, rnd: RoundContext) -> None:
         pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]
-        rnd.record.private_loss["server"] = self.server.train_supervised(
-            pooled, self.server.train_spec.epochs or max(self.config.fedmkt.private_epochs, 1))
+        rnd.record.private_loss["server"] = self.server.train_supervised(pooled, max(self.config.fedmkt.private_epochs, 1))
 
 
 METHODS: dict[str, type[Method]] = {"fedmkt": FedMKT, "standalone": Standalone, "fedavg": FedAvg,

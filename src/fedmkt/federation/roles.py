@@ -167,7 +167,7 @@ class Party:
         if cached is None or cached[0] != [q.uid for q in questions]:
             cached = ([q.uid for q in questions], encode_questions(self.tokenizer, questions, self.train_spec.max_length))
             self._pooled = cached
-        return self._train(cached[1], epochs, "centralized SFT")
+        return self._train(cached[1], self.train_spec.epochs or epochs, "centralized SFT")
 
     def evaluate(self, questions: list[Question]) -> dict:
         return evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
