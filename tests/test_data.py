@@ -16,7 +16,7 @@ def benchmark_split(questions, client_domains, public_size, private_size, eval_s
 
 
 def test_mmlu_loads_from_the_package(mmlu):
-    assert len(mmlu) > 14000
+    assert len(mmlu) > 13900  # 14,042 answered rows, 105 of them verbatim repeats
     subjects = {q.subject for q in mmlu}
     assert subjects <= set(SUBJECT_DOMAIN) and len(subjects) >= 56
     assert all(0 <= q.answer < 4 and len(q.choices) == 4 for q in mmlu)
@@ -59,3 +59,21 @@ def test_left_padded_batch_puts_answers_at_the_end(mmlu, smol_tok):
         assert batch.input_ids[row, -1] == e.input_ids[-1]
         first = batch.input_ids.shape[1] - len(e.input_ids)
         assert batch.position_ids[row, first] == 0 and batch.position_ids[row, -1] == len(e.input_ids) - 1
+
+
+def test_mmlu_verbatim_duplicates_are_one_question(mmlu):
+    import json
+
+    from fedmkt.data.mmlu import mmlu_file
+
+    rows = [json.loads(line) for line in open(mmlu_file(), encoding="utf-8")]
+    keys = [(r["question"].strip(), *(str(r[f"answer_{c}"]).strip() for c in "abcd")) for r in rows
+            if str(r.get("correct_answer", "")).strip().upper() in list("ABCD")]
+    assert len(keys) - len(set(keys)) > 100  # the packaged file repeats items verbatim...
+    assert len({(q.question, *q.choices) for q in mmlu}) == len(mmlu) == len(set(keys))  # ...loaded once each
+    # At a realistic size no evaluation question has a verbatim copy in a training set.
+    split = benchmark_split(mmlu, {f"c{i}": [d] for i, d in enumerate(DOMAINS)}, 500, 2000, 200, list(DOMAINS), 0)
+    text = lambda q: (q.question, q.choices)
+    evaluation = {text(q) for qs in split.evaluation.values() for q in qs}
+    training = {text(q) for q in split.public} | {text(q) for qs in split.private.values() for q in qs}
+    assert not evaluation & training

@@ -17,6 +17,7 @@ def test_letter_fast_path_equals_the_general_scorer(tiny, mmlu, monkeypatch):
     monkeypatch.setattr(evaluation, "_single_token_letters", lambda tok, count: None)
     slow = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
     assert fast == slow and fast["n"] == 12
+    assert set(fast) == {"acc", "n"}  # no acc_norm that would only repeat acc
 
 
 def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):

@@ -192,7 +192,7 @@ def test_the_example_runs_with_both_shapes_and_client_side_evaluation(tmp_path):
     assert not final["dropped"]
     server = final["evaluation"]["server"]
     assert set(server["conversions"]) == {"rougeL", "exact_match", "n"} and server["conversions"]["n"] == 3
-    assert set(server["quiz"]) == {"acc", "acc_norm", "n"}
+    assert set(server["quiz"]) == {"acc", "n"}  # letter scoring: no acc_norm
     metric = final["evaluation"]["metric"]
     assert metric["own"]["n"] == 3 and "own" not in metric["mean"]  # its own set, outside the shared means
     assert "own" not in final["evaluation"]["clock"]  # no eval file: nothing reported

@@ -4,7 +4,7 @@ scoring="text": each choice's continuation (" B. <choice>") is scored;
     acc: highest summed log-probability; acc_norm: the same divided by its length in characters.
 scoring="letter": the continuation is the letter alone (" B"), as lm-eval scores MMLU. When every
     letter is one token, one forward pass of the prompt scores all choices (4x cheaper than text);
-    the continuations have equal length, so acc_norm equals acc.
+    the continuations have equal length, so there is no acc_norm (it would repeat acc), as in lm-eval.
 Free-text questions are answered greedily (benchmark prompts: up to the first newline; chat prompts: up
 to the end of the model's turn) and scored against the best reference by ROUGE-L F1, the longest common
 subsequence of lower-cased alphanumeric words (the tokenisation of Google's rouge-score), computed by
@@ -71,7 +71,7 @@ def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_si
             correct += int(row[letter_ids[:len(q.choices)]].argmax().item() == q.answer)
         at += len(chunk)
     n = max(len(questions), 1)
-    return {"acc": correct / n, "acc_norm": correct / n, "n": len(questions)}
+    return {"acc": correct / n, "n": len(questions)}
 
 
 @torch.no_grad()
@@ -110,6 +110,8 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
         correct_norm += int(np.argmax(s / lengths) == q.answer)
         at += k
     n = max(len(questions), 1)
+    if scoring == "letter":  # equal-length continuations: acc_norm would repeat acc
+        return {"acc": correct / n, "n": len(questions)}
     return {"acc": correct / n, "acc_norm": correct_norm / n, "n": len(questions)}
 
 

@@ -150,12 +150,27 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
     return "\n".join(lines)
 
 
+def _client_key(config: dict, name: str) -> str:
+    """What a client's result depends on besides the method: its model and private data, and the run's
+    seed, data and training settings. Equal keys: the same client, trained another way."""
+    client = next(c for c in config["clients"] if c["name"] == name)
+    spec = {k: v for k, v in client.items() if k != "public_key"}
+    return json.dumps([spec, config["seed"], config["data"], config["train"], config["lora"]], sort_keys=True)
+
+
+def _federation_key(config: dict) -> str:
+    """What the server's result depends on besides the method: its model, every client and its data."""
+    clients = [{k: v for k, v in c.items() if k != "public_key"} for c in config["clients"]]
+    return json.dumps([config["server"], clients, config["seed"], config["data"], config["train"], config["lora"]],
+                      sort_keys=True)
+
+
 def claims_markdown(cells: list[GridCell], n_eval: int) -> list[str]:
-    """The paper's claims, checked on this grid: SLMs vs standalone, LLM vs zero-shot and vs centralized."""
-    by_method: dict[str, GridCell] = {}
-    for cell in cells:
-        by_method.setdefault(cell.method, cell)
-    standalone, centralized = by_method.get("Standalone"), by_method.get("Centralized")
+    """The paper's claims, checked on this grid, each against a matched baseline cell: an SLM against the same
+    client (model, private data, settings) trained standalone; the LLM against its zero-shot and against the
+    centralized cell that pools exactly this cell's clients' data. Without a matched cell, no claim."""
+    standalone = [c for c in cells if c.method == "Standalone"]
+    centralized = [c for c in cells if c.method == "Centralized"]
     rows = []
 
     def add(claim: str, cell: str, ours: float, base: float, base_name: str) -> None:
@@ -169,20 +184,30 @@ def claims_markdown(cells: list[GridCell], n_eval: int) -> list[str]:
             continue
         for client in cfg["clients"]:
             name = client["name"]
-            if standalone and name in cell.final and name in standalone.final:
-                add(f"SLM {name} beats standalone", cell.name, cell.final[name].score,
-                    standalone.final[name].score, standalone.name)
+            if name not in cell.final:
+                continue
+            base = next((b for b in standalone if name in b.final
+                         and _client_key(b.metrics.config, name) == _client_key(cfg, name)), None)
+            if base is not None:
+                add(f"{cell.method}: SLM {name} beats standalone", cell.name, cell.final[name].score,
+                    base.final[name].score, base.name)
         if "server" in cell.final:
             server = cell.final["server"].score
-            add("LLM beats its zero-shot", cell.name, server, cell.metrics.zero_shot["server"].score, "round 0")
-            if centralized and "server" in centralized.final:
-                add("LLM matches centralized", cell.name, server, centralized.final["server"].score, centralized.name)
+            add(f"{cell.method}: LLM beats its zero-shot", cell.name, server, cell.metrics.zero_shot["server"].score,
+                "round 0")
+            pooled = next((c for c in centralized if "server" in c.final
+                           and _federation_key(c.metrics.config) == _federation_key(cfg)), None)
+            if pooled is not None:
+                add(f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"].score,
+                    pooled.name)
     if not rows:
         return []
     return ["## the paper's claims, checked", "",
             f"Difference of final mean scores; noise = two standard errors of a difference of two accuracies on "
             f"{n_eval} questions. 'holds' needs the difference above the noise, 'does not hold' below minus the "
-            f"noise. For 'matches centralized', 'within noise' is the claim holding.", "",
+            f"noise. For 'matches centralized', 'within noise' is the claim holding. Each claim compares matched "
+            f"cells: the same client (model, private data, settings) trained standalone; the centralized cell "
+            f"pooling exactly this cell's clients.", "",
             "| claim | cell | ours | baseline | difference | noise (2 s.e.) | verdict |",
             "|---|---|---|---|---|---|---|", *rows, ""]
 

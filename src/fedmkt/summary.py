@@ -8,12 +8,14 @@ from fedmkt.records import Evaluation, RunMetrics
 
 def domain_cell(result: dict) -> str:
     if primary_metric(result) == "acc":
-        return f"{result['acc']:.3f} / {result['acc_norm']:.3f}"
+        return f"{result['acc']:.3f}" + (f" / {result['acc_norm']:.3f}" if "acc_norm" in result else "")
     return f"{result['rougeL']:.3f}"
 
 
 def _cell_header(result: dict) -> str:
-    return "acc / acc_norm" if primary_metric(result) == "acc" else "ROUGE-L"
+    if primary_metric(result) == "acc":
+        return "acc / acc_norm" if "acc_norm" in result else "acc"
+    return "ROUGE-L"
 
 
 def _row(name: str, evaluation: Evaluation, domains: list[str], dropped: dict) -> str:

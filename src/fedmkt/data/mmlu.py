@@ -53,12 +53,19 @@ def mmlu_file() -> Path:
 
 
 def load_mmlu(path: Path | None = None) -> list[Question]:
+    """Every question once: the file repeats about a hundred items verbatim (question and choices), which a
+    split by line would let into an evaluation set and a training set at once; the first copy is kept."""
     questions = []
+    seen: set[tuple] = set()
     with open(path or mmlu_file(), encoding="utf-8") as lines:
         for uid, line in enumerate(lines):
             row = json.loads(line)
             if str(row.get("correct_answer", "")).strip().upper() not in "ABCD":
                 continue  # the shipped file holds a couple of header-like rows with no answer
+            key = (row["question"].strip(), *(str(row[f"answer_{c}"]).strip() for c in "abcd"))
+            if key in seen:
+                continue
+            seen.add(key)
             questions.append(Question(
                 uid=uid,
                 domain=SUBJECT_DOMAIN.get(row["topic"], "other"),
