@@ -213,3 +213,20 @@ def test_gpu_benchmark_runs_its_smoke_shape_on_a_cpu():
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["smoke"] and row["kd_vs_sft_tokens_per_s"] > 0 and row["round_wall_vs_compute"] >= 1.0
+
+
+def test_saving_an_adapter_never_looks_the_base_model_up(tmp_path, monkeypatch):
+    import peft.utils.save_and_load as peft_save
+
+    from fedmkt.models import save_adapter
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("looked the base model up on the Hub")
+
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    model = attach_lora(load_model(ModelSpec(source="tiny:smollm2-135m-instruct")).model, LoraSpec(),
+                        source="HuggingFaceTB/SmolLM2-135M-Instruct")
+    save_adapter(model, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -331,3 +331,9 @@ def attach_lora(model: torch.nn.Module, spec: LoraSpec, source: str | None = Non
     if source is not None:
         peft_model.peft_config["default"].base_model_name_or_path = source
     return peft_model
+
+
+def save_adapter(model, directory: Path) -> None:
+    """The LoRA adapter as peft saves it. Embeddings are never adapted here, so peft need not look the base model
+    up (with a Hub-style name it would query the Hub at every save to compare vocabulary sizes)."""
+    model.save_pretrained(str(directory), save_embedding_layers=False)

@@ -27,7 +27,7 @@ from fedmkt.data.encoding import Encoded, encode_question, encode_questions
 from fedmkt.data.questions import Question, set_hash
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
-from fedmkt.models import LoadedModel, attach_lora
+from fedmkt.models import LoadedModel, attach_lora, save_adapter
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
@@ -185,7 +185,7 @@ class Party:
         self._knowledge = None
 
     def save_adapter(self, directory: Path) -> None:
-        self.model.save_pretrained(str(directory))
+        save_adapter(self.model, directory)
 
 
 class ClientParty(Party):
