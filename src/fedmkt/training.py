@@ -43,6 +43,15 @@ class ComputeClock:
             self.seconds += time.perf_counter() - start
 
 
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Torch's generators seeded for this block only, then restored: what happens inside depends on `seed`
+    alone, not on how much anything before it drew (so local and Flower runs agree)."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def tail_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """[B, tail, V] logits at the loss columns (the column after the last predicts nothing we use)."""
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
@@ -91,9 +100,7 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
     model.train()
     losses: list[float] = []
     step = 0
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)  # dropout depends on this call alone: local and Flower runs train alike
+    with seeded(seed, device):  # dropout depends on this call alone
         for _ in range(epochs):
             rng.shuffle(order)
             group: list[float] = []

@@ -200,10 +200,10 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
     # The node's own word on its SLM and its private data wins over the server's config.
     update = {}
-    if context.node_config.get("model"):
-        mine = next(c.model for c in config.clients if c.name == name)  # keeps its lora/train settings
-        update["model"] = mine.model_copy(update={"source": str(context.node_config["model"])})
     node = context.node_config
+    if node.get("model"):
+        mine = next(c.model for c in config.clients if c.name == name)  # keeps its lora/train settings
+        update["model"] = mine.model_copy(update={"source": str(node["model"])})
     if node.get("domains"):
         update["domains"] = [d.strip() for d in str(node["domains"]).split(",") if d.strip()]
         update["private"] = None
@@ -220,7 +220,7 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     key = (name, payload["config"])
     if key not in _RUNTIMES:
         # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
-        store = child(Path(str(context.node_config.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
+        store = child(Path(str(node.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
         runtime = make_client(config, name, federated_split(config, clients=[name]), store)

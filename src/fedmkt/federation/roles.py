@@ -31,7 +31,7 @@ from fedmkt.models import LoadedModel, attach_lora, save_adapter
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
-from fedmkt.training import ComputeClock, extract_knowledge, train_lora
+from fedmkt.training import ComputeClock, extract_knowledge, seeded, train_lora
 
 
 @dataclass
@@ -69,9 +69,7 @@ class Party:
         self.tokenizer = loaded.tokenizer
         # The adapter's initial weights depend on this party's seed alone, not on how many parties (or which
         # runner: local or Flower) drew from the global RNG before it.
-        devices = [loaded.device.index or 0] if loaded.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded(seed, loaded.device):
             self.model = attach_lora(loaded.model, lora, source=loaded.name)
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
@@ -110,11 +108,13 @@ class Party:
         return self._knowledge
 
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
+        """Train on `examples` for this party's `train.epochs`, or `epochs` (the run's) where it sets none."""
         self._knowledge = None  # the model changes: its knowledge must be measured again
         on_step = None
         if self.step_log is not None:
             def on_step(record: dict) -> None:
                 self.step_log({"party": self.name, "round": self.round, "what": description, **record})
+        epochs = self.train_spec.epochs or epochs
         return train_lora(self.model, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
                           self.reporter, f"{self.name}: {description}", on_step=on_step, **kd)
 
@@ -155,7 +155,7 @@ class Party:
         uids = [e.uid for e in self.public]
         weights = select_sources(*gather_ce(uids, own, senders), self.fedmkt.selection)
         targets = build_targets(uids, weights, own, senders, {e.uid: e.answer_ids for e in self.public})
-        loss = self._train(self.public, self.train_spec.epochs or self.fedmkt.kd_epochs, "distill",
+        loss = self._train(self.public, self.fedmkt.kd_epochs, "distill",
                            targets=lambda e: (targets[e.uid].ids, targets[e.uid].probs),
                            ce_weight=self.fedmkt.ce_weight)
         return AbsorbStats(loss=loss, selected=selection_rates(weights, [s.packet.sender for s in senders]),
@@ -167,7 +167,7 @@ class Party:
         if cached is None or cached[0] != [q.uid for q in questions]:
             cached = ([q.uid for q in questions], encode_questions(self.tokenizer, questions, self.train_spec.max_length))
             self._pooled = cached
-        return self._train(cached[1], self.train_spec.epochs or epochs, "centralized SFT")
+        return self._train(cached[1], epochs, "centralized SFT")
 
     def evaluate(self, questions: list[Question]) -> dict:
         return evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
@@ -199,7 +199,7 @@ class ClientParty(Party):
         """Step (1): fine-tune the LoRA adapter on the private data."""
         if self.fedmkt.private_epochs == 0 or not self.private:
             return float("nan")
-        return self._train(self.private, self.train_spec.epochs or self.fedmkt.private_epochs, "private SFT")
+        return self._train(self.private, self.fedmkt.private_epochs, "private SFT")
 
 
 def average_adapters(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
