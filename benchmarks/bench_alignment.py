@@ -2,7 +2,8 @@
 
 Reference: DTW over each example's whole token sequence in Python loops, recomputed every round
 (as FuseLLM / FATE-LLM do). Ours: compiled DTW on the same input (same path required), and the
-aligner we actually run: character-offset merge with DTW fallback, computed once and cached.
+aligner we actually run: a merge of the byte boundaries each encoding carries, DTW only where an
+encoding has none, computed once and cached.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from benchmarks.common import public_questions, record, timed
 from fedmkt.alignment.reference import python_dtw
 from fedmkt.alignment.sequence import SequenceAligner, dtw_matches, one_to_one
-from fedmkt.alignment.vocab import canonical_tokens
+from fedmkt.data.token_text import canonical_tokens
 from fedmkt.data.encoding import encode_questions
 from fedmkt.models import load_tokenizer
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import public_questions, record
-from fedmkt.alignment.vocab import tokenizer_fingerprint
+from fedmkt.data.token_text import tokenizer_fingerprint
 from fedmkt.config import ModelSpec
 from fedmkt.data.encoding import encode_questions
 from fedmkt.models import load_model

@@ -57,7 +57,7 @@ def examples(vocab: int, count: int, length: int, tail: int, seed: int):
 
     rng = np.random.default_rng(seed)
     return [Encoded(uid=i, input_ids=rng.integers(0, vocab, size=length).astype(np.int64), answer_start=length - tail,
-                    ends=np.arange(1, length + 1, dtype=np.int64), offsets_valid=True) for i in range(count)]
+                    answer_ends=np.arange(1, tail + 1, dtype=np.int64)) for i in range(count)]
 
 
 def soft_targets(vocab: int, k: int, seed: int):

@@ -9,7 +9,8 @@ import sys
 
 from benchmarks.common import RESULTS
 
-BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer"]
+BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer",
+              "bench_tokenizers"]
 
 
 def table() -> str:
@@ -24,7 +25,8 @@ def table() -> str:
     a, b = align
     lines.append(f"| DTW, {a['examples']} examples (same path: {a['identical_dtw_paths']}) | {a['ours_compiled_dtw_s']} s | "
                  f"{a['reference_python_dtw_s']} s | {a['speedup_dtw']}x faster | >=20x |")
-    lines.append(f"| alignment as run (offsets, DTW fallback; agreement {b['agreement_where_both_defined']}) | "
+    lines.append(f"| alignment as run (byte boundaries, {b['dtw_fallbacks']} DTW fallbacks; agreement "
+                 f"{b['agreement_where_both_defined']}) | "
                  f"{b['ours_aligner_s']} s | {a['reference_python_dtw_s']} s | {b['speedup_aligner']}x faster | >=20x |")
     m = memory[0]
     lines.append(f"| KD step peak memory over SFT step ({m['model']}) | {m['sparse_kd_mib']} MiB | "
@@ -44,12 +46,42 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def tokenizer_tables() -> str:
+    """Per tokenizer the canonical-text check; per ordered pair the map time (sender row, receiver column),
+    with alignment figures summarised under the matrix."""
+    rows = json.loads((RESULTS / "tokenizers.json").read_text())
+    families = [r for r in rows if r["benchmark"] == "canonical_text"]
+    pairs = {(r["sender"], r["receiver"]): r for r in rows if r["benchmark"] == "tokenizer_pair"}
+    names = [r["tokenizer"] for r in families]
+    lines = ["| tokenizer | vocabulary | special | tokens checked against decode | mismatches |", "|---|---|---|---|---|"]
+    lines += [f"| {r['tokenizer']} | {r['vocab']} | {r['special']} | {r['checked_against_decode']} | {r['mismatches']} |"
+              for r in families]
+    lines += ["", "MinED map time in seconds, sender (row) -> receiver (column); * = not exact on the sample:", "",
+              "| sender \\ receiver | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for a in names:
+        cells = ["-" if a == b else f"{pairs[a, b]['map_s']}{'' if pairs[a, b]['exact_on_sample'] else '*'}"
+                 for b in names]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    everything = list(pairs.values())
+    shared = sum(r["shared_boundaries"] for r in everything)
+    lines += ["", f"{len(everything)} ordered pairs: exact on every sample "
+              f"({sum(r['exact_on_sample'] for r in everything)}/{len(everything)}, {everything[0]['sample']} sender "
+              f"tokens each); {sum(r['map_s'] <= 10 for r in everything)} maps within 10 s, the slowest "
+              f"{max(r['map_s'] for r in everything)} s. Alignment: {shared} shared whole-character boundaries, "
+              f"lowest share aligned in a pair {min(r['aligned_share'] for r in everything)}, "
+              f"{sum(r['wrong'] for r in everything)} wrong pairs, "
+              f"{sum(r['aligned_inside_characters'] for r in everything)} pairs matched inside a character."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     names = sys.argv[1:] or BENCHMARKS
     for name in names:
         print(f"== {name}", flush=True)
         subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
     text = f"Measured on {platform.machine()}, {__import__('os').cpu_count()} cores, CPU only.\n\n{table()}\n"
+    if (RESULTS / "tokenizers.json").is_file():
+        text += f"\n{tokenizer_tables()}\n"
     (RESULTS / "summary.md").write_text(text)
     print(text)
 

@@ -87,7 +87,7 @@ def test_instructions_use_the_chat_template_and_train_on_the_response_only(tmp_p
     for tok in (smol_tok, gemma_tok):
         e = encode_question(tok, q, 256)
         assert tok.decode(e.answer_ids).strip() == "2000 m"  # loss positions: the response's tokens only
-        assert e.offsets_valid and e.loss_boundaries[0] == 0
+        assert e.boundaries_known and e.loss_boundaries[0] == 0
     smol = encode_question(smol_tok, q, 256)
     assert smol.input_ids.tolist().count(smol_tok.convert_tokens_to_ids("<|im_start|>")) == 3  # no doubled specials
 

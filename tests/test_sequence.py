@@ -2,21 +2,21 @@ import numpy as np
 import pytest
 
 from fedmkt.alignment.reference import python_dtw
-from fedmkt.alignment.sequence import SequenceAligner, align_by_dtw, align_by_offsets, dtw_matches, one_to_one
-from fedmkt.alignment.vocab import canonical_tokens
+from fedmkt.alignment.sequence import SequenceAligner, align_by_boundaries, align_by_dtw, dtw_matches, one_to_one
+from fedmkt.data.token_text import canonical_tokens
 from fedmkt.data.encoding import encode
 
 PROMPT = "Question: Which unbelievably antidisestablishmentarian kilograms?\nAnswer:"
 ANSWER = " B. Counterrevolutionaries' 12345 naïve façades"
 
 
-def test_tokenizations_differ_and_offsets_align_boundaries(smol_tok, gemma_tok):
+def test_tokenizations_differ_and_byte_boundaries_align(smol_tok, gemma_tok):
     # SmolLM2 (49k) cuts the rare words finer than Gemma-3 (262k): some of its boundaries have no twin.
     r = encode(smol_tok, 1, PROMPT, ANSWER, 256)
     s = encode(gemma_tok, 1, PROMPT, ANSWER, 256)
-    assert r.offsets_valid and s.offsets_valid
+    assert r.boundaries_known and s.boundaries_known
     assert list(r.answer_ids) != list(s.answer_ids)
-    alignment = align_by_offsets(r, s)
+    alignment = align_by_boundaries(r, s)
     assert len(alignment) == r.n_loss
     hit = alignment >= 0
     assert hit[0]  # the prompt/answer boundary is shared by construction
@@ -30,7 +30,7 @@ def test_tokenizations_differ_and_offsets_align_boundaries(smol_tok, gemma_tok):
 def test_dtw_fallback_agrees_with_offsets_where_defined(smol_tok, gemma_tok):
     r = encode(smol_tok, 1, PROMPT, ANSWER, 256)
     s = encode(gemma_tok, 1, PROMPT, ANSWER, 256)
-    by_offsets = align_by_offsets(r, s)
+    by_offsets = align_by_boundaries(r, s)
     by_dtw = align_by_dtw(r, s, canonical_tokens(smol_tok), canonical_tokens(gemma_tok))
     both = (by_offsets >= 0) & (by_dtw >= 0)
     assert both.sum() >= 3
@@ -54,7 +54,7 @@ def test_one_to_one_keeps_only_identical_single_matches():
 def test_aligner_caches_and_falls_back(smol_tok, gemma_tok):
     r = encode(gemma_tok, 7, PROMPT, ANSWER, 256)
     s = encode(smol_tok, 7, PROMPT, ANSWER, 256)
-    broken = type(s)(uid=s.uid, input_ids=s.input_ids, answer_start=s.answer_start, ends=s.ends, offsets_valid=False)
+    broken = type(s)(uid=s.uid, input_ids=s.input_ids, answer_start=s.answer_start, answer_ends=None)
     aligner = SequenceAligner(canonical_tokens(gemma_tok), canonical_tokens(smol_tok))
     first = aligner.align(r, broken)
     assert aligner.used_dtw == 1

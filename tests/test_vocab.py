@@ -4,7 +4,8 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from fedmkt.alignment import nearest
-from fedmkt.alignment.vocab import build_vocab_map, canonical_tokens, min_edit_distance, tokenizer_fingerprint
+from fedmkt.alignment.vocab import build_vocab_map, min_edit_distance
+from fedmkt.data.token_text import canonical_tokens, tokenizer_fingerprint
 
 
 def brute_force(queries, targets):
@@ -117,3 +118,26 @@ def test_folded_characters_are_searched_once_and_cost_what_they_should():
     # Neither Greek letter is in any target: both fold to the same text, at the same distance.
     ids, dist = nearest.nearest_targets(["xα", "xβ", "x"], ["xy", "x", "zz"])
     assert list(ids) == [0, 0, 1] and list(dist) == [1, 1, 0]
+
+
+@pytest.mark.parametrize("radius_cap,few_queries", [(0, 0), (2, 0), (0, 10_000)])
+def test_script_blocks_of_the_far_search_give_the_brute_force_answer(radius_cap, few_queries, monkeypatch):
+    # Targets mix ASCII classes, alphabetic scripts, CJK ranges and raw bytes, alone and together; blocks of
+    # one length and class set get bounds from the classes a query lacks or has (few_queries=0), or blocks
+    # of one length with classes unknown (every query counts as few).
+    monkeypatch.setattr(nearest, "MAX_RADIUS", radius_cap)
+    monkeypatch.setattr(nearest, "_FEW_QUERIES", few_queries)
+    rng = np.random.default_rng(7)
+    pools = [list(" "), list("abz"), list("QZ"), list("07"), list(".-"), list("éü"), list("дж"), list("कि"),
+             list("中文"), list("가"), ["\udce4", "\udcb8"], list("🙂")]
+
+    def word(max_len):
+        chosen = [pools[k] for k in rng.choice(len(pools), size=rng.integers(1, 4), replace=False)]
+        return "".join(rng.choice(sum(chosen, [])) for _ in range(rng.integers(0, max_len)))
+
+    targets = [word(8) for _ in range(700)]
+    queries = [word(12) for _ in range(400)] + ["ʃʒ", "xyz€"]  # classes no target has
+    ids, dist = nearest.nearest_targets(queries, targets)
+    ref_ids, ref_dist = brute_force(queries, targets)
+    assert np.array_equal(dist, ref_dist)
+    assert np.array_equal(ids, ref_ids)

@@ -130,7 +130,8 @@ def align(sender: str = typer.Argument(..., help="sender model source"),
     """Build (or load from cache) the MinED vocabulary map sender -> receiver and print its statistics."""
     import numpy as np
 
-    from fedmkt.alignment.vocab import build_vocab_map, canonical_tokens
+    from fedmkt.alignment.vocab import UNMAPPED, build_vocab_map
+    from fedmkt.data.token_text import canonical_tokens
     from fedmkt.models import ModelNotFoundError, load_tokenizer
 
     try:
@@ -140,10 +141,13 @@ def align(sender: str = typer.Argument(..., help="sender model source"),
     start = time.perf_counter()
     vmap = build_vocab_map(s_tok, r_tok)
     s_text, r_text = canonical_tokens(s_tok), canonical_tokens(r_tok)
+    mapped = vmap.target_ids != UNMAPPED
     console.print(f"{sender} ({len(s_tok)}) -> {receiver} ({len(r_tok)}): {time.perf_counter() - start:.1f}s, "
-                  f"exact {vmap.exact_fraction:.1%}, mean distance {vmap.distances.mean():.2f}")
+                  f"exact {vmap.exact_fraction:.1%}, mean distance {vmap.distances[mapped].mean():.2f}, "
+                  f"{int((~mapped).sum())} special tokens without a counterpart")
     rng = np.random.default_rng(0)
-    for i in rng.choice(np.flatnonzero(vmap.distances > 0), size=min(5, int((vmap.distances > 0).sum())), replace=False):
+    inexact = np.flatnonzero(vmap.distances > 0)
+    for i in rng.choice(inexact, size=min(5, len(inexact)), replace=False):
         console.print(f"  {s_text[i]!r} -> {r_text[vmap.target_ids[i]]!r} (distance {vmap.distances[i]})")
 
 

@@ -14,9 +14,11 @@ exact stages, cheapest first:
    best is <= k: nothing unseen can beat or tie it. K shrinks when strings are long (the number of
    variants grows as length^K).
 3. Far search, for queries whose nearest target is farther than K: rapidfuzz's bit-parallel C++
-   Levenshtein (`process.cdist`, all cores) over blocks of targets of one length, pure ASCII or
-   not, visited in order of a lower bound on the distance (length difference; characters a block
-   cannot match), skipping for each query every block whose bound exceeds its best so far.
+   Levenshtein (`process.cdist`, SIMD lanes, all cores) over blocks of targets of one length and one
+   set of character classes (ASCII space / lower / upper / digit / other, and Unicode ranges: one
+   script, roughly), visited in order of a lower bound on the distance (characters match only
+   within a class, so a Bengali query and a block of CJK tokens are at least their longer length
+   apart), skipping for each query every block whose bound exceeds its best so far.
 
 Ties go to the lowest target id at every stage, so the result is deterministic and equals the
 brute-force minimum over all pairs.
@@ -37,7 +39,8 @@ MAX_RADIUS = 3  # deletion bits in an index key
 _INDEX_BUDGET = 8_000_000
 _PROBE_BUDGET = 32_000_000  # query variants enumerated
 LEVEL_WINDOW = 2
-SMALL_CALL = 16
+_THREADED_CELLS = 1 << 16
+_FEW_QUERIES = 2048  # fewer far queries: blocks by length only (class sets of every target cost ~1 s)
 _CHUNK_CELLS = 1 << 25  # cdist block size (int32 cells): bounds memory at 128 MiB
 
 
@@ -275,50 +278,58 @@ def _bucket_starts(sorted_keys, shift):
 def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, best_id, best_d) -> None:
     """Exact nearest target for queries `rows` (their texts given); updates best_id/best_d in place.
 
-    Targets are split into blocks of one length, pure ASCII or not. Each (query, block) pair has a
-    lower bound on their distance; bound levels are visited in increasing order, and at each level a
+    Targets are split into blocks of one length and one set of character classes (ASCII, or a
+    128-code-point range of Unicode: one script, roughly). Each (query, block) pair has a lower bound on
+    their distance (_block_bounds); bound levels are visited in increasing order, and at each level a
     block is compared, in one cdist call, with every query for which it sits at that level and could
-    still beat (or tie with a lower id) that query's best. A query is finished once its best is
-    below the level: no unvisited block can reach it.
+    still beat (or tie with a lower id) that query's best. A query is finished once its best is below
+    the level: no unvisited block can reach it.
     """
     t_len = np.diff(t_off)
-    t_ascii = _counts(t_chars < 128, t_off) == t_len
-    # Blocks: targets of one length, pure ASCII or not, ids ascending (a stable sort keeps id order).
-    order = np.lexsort((~t_ascii, t_len))
+    q_class = np.where(q_chars == sentinel, -1, _char_classes(q_chars))  # a folded character matches nothing
+    used = np.unique(q_class[q_class >= 0])
+    if len(rows) >= _FEW_QUERIES:
+        signature, classes_of = _class_signatures(_char_classes(t_chars), t_off, used)
+    else:  # classes of every target cost more than they save: blocks by length, classes unknown
+        signature, classes_of = np.zeros(len(t_len), dtype=np.int64), [None]
+    # Blocks: targets of one length and class set, ids ascending (a stable sort keeps id order).
+    order = np.lexsort((signature, t_len))
     ordered_texts = [targets[j] for j in order.tolist()]
-    key = t_len[order] * 2 + ~t_ascii[order]
+    key = t_len[order] * len(classes_of) + signature[order]
     edges = np.flatnonzero(np.diff(key)) + 1
     starts, ends = np.r_[0, edges], np.r_[edges, len(order)]
     blocks = [(order[a:b], ordered_texts[a:b]) for a, b in zip(starts, ends)]
-    block_len, block_ascii = t_len[order[starts]], t_ascii[order[starts]]
     block_first = order[starts]
+    bound = _block_bounds(q_class, q_off, rows, used, t_len[order[starts]],
+                          [classes_of[k] for k in signature[order[starts]].tolist()])
 
-    # A pure-ASCII target can match only a query's ASCII characters; no target matches a folded one.
-    q_len = np.diff(q_off)[rows]
-    q_ascii = _counts(q_chars < 128, q_off)[rows]
-    q_matchable = q_len - _counts(q_chars == sentinel, q_off)[rows]
-    matchable = np.where(block_ascii[None, :], q_ascii[:, None], q_matchable[:, None])
-    bound = np.maximum(q_len[:, None], block_len[None, :]) - np.minimum(matchable, block_len[None, :])
-
+    longest = max(int(t_len.max()), int(np.diff(q_off).max()))
+    dtype = np.int16 if longest < np.iinfo(np.int16).max else np.int32  # distances never exceed the longest
     g_id, g_d = best_id[rows], best_d[rows]
     open_rows = np.arange(len(rows))
     level = 0
     while open_rows.size:
         # A window of levels per pass: one cdist call per block for all of them saves re-reading
         # the block's texts, for some pairs a lower level's result would have skipped.
-        in_window = (bound[open_rows] >= level) & (bound[open_rows] < level + LEVEL_WINDOW)
-        for b in np.flatnonzero(in_window.any(axis=0)):
+        open_bound = bound if open_rows.size == bound.shape[1] else bound[:, open_rows]  # no copy while all open
+        in_window = (open_bound >= level) & (open_bound < level + LEVEL_WINDOW)
+        for b in np.flatnonzero(in_window.any(axis=1)):
             ids, block_texts = blocks[b]
-            cand = open_rows[in_window[:, b]]
-            cand_bound = bound[cand, b]
+            cand = open_rows[in_window[b]]
+            cand_bound = open_bound[b, in_window[b]]
             active = cand[(g_d[cand] > cand_bound) | ((g_d[cand] == cand_bound) & (g_id[cand] > block_first[b]))]
             per_call = max(1, _CHUNK_CELLS // len(ids))
             for start in range(0, active.size, per_call):
                 part = active[start:start + per_call]
-                dist = _distances([texts[k] for k in part], block_texts)
-                arg = dist.argmin(axis=1)  # first hit: the lowest id at this block's minimum
-                d = dist[np.arange(len(part)), arg].astype(np.int64)
-                found = ids[arg]
+                dist, by_block = _distances([texts[k] for k in part], block_texts, dtype)
+                axis = 0 if by_block else 1
+                d = dist.min(axis=axis).astype(np.int64)
+                # Only queries this block can improve need the argmin (first hit: the lowest id at the minimum).
+                maybe = np.flatnonzero(d <= g_d[part])
+                if not maybe.size:
+                    continue
+                found = ids[(dist[:, maybe] if by_block else dist[maybe]).argmin(axis=axis)]
+                part, d = part[maybe], d[maybe]
                 better = (d < g_d[part]) | ((d == g_d[part]) & (found < g_id[part]))
                 g_d[part[better]], g_id[part[better]] = d[better], found[better]
         level += LEVEL_WINDOW
@@ -326,15 +337,89 @@ def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, 
     best_id[rows], best_d[rows] = g_id, g_d
 
 
-def _distances(queries: list[str], block_texts: list[str]) -> np.ndarray:
-    """int32 [queries, block] Levenshtein distances."""
-    if len(queries) < SMALL_CALL:
-        # Few queries: rapidfuzz vectorises over the rows, and a thread pool does not pay off.
-        return process.cdist(block_texts, queries, scorer=Levenshtein.distance, dtype=np.int32, workers=1).T
-    return process.cdist(queries, block_texts, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
+def _char_classes(chars: np.ndarray) -> np.ndarray:
+    """int64 class of each code point. ASCII: space, lower case, upper case, digit, other; then a
+    128-code-point range below U+3000 (alphabetic scripts: Latin-1, Greek, Cyrillic, Arabic, each Indic
+    script) and a 4096-code-point range above it (CJK, Hangul: a finer range would give nearly every
+    multi-character token a class set of its own). Finer classes give tighter bounds, more blocks."""
+    c = chars.astype(np.int64)
+    return np.select([c < 128, c < 0x3000], [_ASCII_CLASS[np.minimum(c, 127)], (c >> 7) + _N_ASCII],
+                     (0x3000 >> 7) + _N_ASCII + (c >> 12))
 
 
-def _counts(char_mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """int64 [n]: how many characters of each string the mask selects."""
-    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    return np.bincount(owner, weights=char_mask, minlength=len(offsets) - 1).astype(np.int64)
+_ASCII_CLASS = np.full(128, 4, dtype=np.int64)
+_ASCII_CLASS[ord(" ")] = 0
+_ASCII_CLASS[ord("a"):ord("z") + 1] = 1
+_ASCII_CLASS[ord("A"):ord("Z") + 1] = 2
+_ASCII_CLASS[ord("0"):ord("9") + 1] = 3
+_N_ASCII = 5
+
+
+def _class_signatures(t_class: np.ndarray, t_off: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, list]:
+    """Per target, an id of its class set as far as queries can tell: the classes some query uses, and
+    how many others it has; and each id's (used classes, count of the others)."""
+    owner = np.repeat(np.arange(len(t_off) - 1), np.diff(t_off))
+    pairs = np.unique(owner * (_CLASSES + 1) + t_class)  # sorted by target, then class
+    pair_owner, pair_class = pairs // (_CLASSES + 1), pairs % (_CLASSES + 1)
+    is_used = np.isin(pair_class, used)
+    n = len(t_off) - 1
+    others = np.bincount(pair_owner[~is_used], minlength=n)
+    # One row per target: its used classes in order, padded with -1, then the count of the others.
+    owner_u, class_u = pair_owner[is_used], pair_class[is_used]
+    first = np.searchsorted(owner_u, owner_u)  # where each target's run starts
+    rank = np.arange(len(owner_u)) - first
+    rows = np.full((n, (int(rank.max()) + 1 if len(rank) else 0) + 1), -1, dtype=np.int64)
+    rows[owner_u, rank] = class_u
+    rows[:, -1] = others
+    as_bytes = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first_row, signature = np.unique(as_bytes, return_index=True, return_inverse=True)
+    keys = rows[first_row]
+    return signature.reshape(-1), [(key[:-1][key[:-1] >= 0], int(key[-1])) for key in keys]
+
+
+_CLASSES = (0x3000 >> 7) + _N_ASCII + (0x10FFFF >> 12) + 1
+
+
+def _block_bounds(q_class, q_off, rows, used, block_len, block_classes) -> np.ndarray:
+    """int16 [blocks, queries]: a lower bound on the distance between every target of a block and each query.
+
+    A block's targets all have length L_t and characters from exactly one set S of classes. Characters
+    match only within a class, so a query of length L_q shares at most m characters with any of them (m:
+    its characters whose class is in S), and each target keeps at least one character in every class of S
+    the query lacks (o of them): the distance is at least max(L_q, L_t) - min(m, L_t - o).
+    """
+    q_len = np.diff(q_off)[rows]
+    owner = np.repeat(np.arange(len(q_off) - 1), np.diff(q_off))
+    keep = q_class >= 0
+    counts = np.zeros((len(q_off) - 1, len(used)), dtype=np.float32)
+    np.add.at(counts, (owner[keep], np.searchsorted(used, q_class[keep])), 1.0)
+    counts = counts[rows]
+    member = np.zeros((len(used), len(block_classes)), dtype=np.float32)
+    block_size = np.zeros(len(block_classes), dtype=np.int64)
+    for b, entry in enumerate(block_classes):
+        if entry is None:  # any class: every character may match, none is known to be outside
+            member[:, b], block_size[b] = 1.0, -1
+            continue
+        classes, others = entry
+        block_size[b] = len(classes) + others
+        member[np.searchsorted(used, classes), b] = 1.0
+    bound = np.empty((len(block_classes), len(rows)), dtype=np.int16)
+    step = max(1, (1 << 24) // max(1, len(block_classes)))
+    for a in range(0, len(rows), step):
+        matchable = (counts[a:a + step] @ member).astype(np.int64)
+        outside = block_size[None, :] - ((counts[a:a + step] > 0).astype(np.float32) @ member).astype(np.int64)
+        outside[:, block_size < 0] = 0
+        shared = np.minimum(matchable, block_len[None, :] - outside)
+        longest = np.maximum(q_len[a:a + step, None], block_len[None, :])
+        bound[:, a:a + step] = np.minimum(longest - shared, np.iinfo(np.int16).max).T
+    return bound
+
+
+def _distances(queries: list[str], block_texts: list[str], dtype) -> tuple[np.ndarray, bool]:
+    """Levenshtein distances: [queries, block], or [block, queries] when the second value is True."""
+    # rapidfuzz packs the rows of a call into SIMD lanes (strings up to 64 characters): the longer list
+    # goes there. A thread pool pays off only for calls with many cells.
+    workers = -1 if len(queries) * len(block_texts) >= _THREADED_CELLS else 1
+    by_block = len(queries) < len(block_texts)
+    rows, columns = (block_texts, queries) if by_block else (queries, block_texts)
+    return process.cdist(rows, columns, scorer=Levenshtein.distance, dtype=dtype, workers=workers), by_block

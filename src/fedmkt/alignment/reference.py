@@ -48,3 +48,29 @@ def python_dtw(a: list[str], b: list[str]) -> list[tuple[int, int]]:
             j -= 1
     path.append((0, 0))
     return path[::-1]
+
+
+def whole_character_boundaries(tokenizer, answer: str) -> dict[int, int]:
+    """Loss position -> answer byte where its predicted token starts, from the tokenizer's own character
+    offsets alone (the reference the byte-exact alignment is checked against). Defined after a token that
+    ends on a whole character where the next token starts, or only whitespace lies between; a token with
+    no text of its own keeps the boundary before it: an empty span, or a space whose span the next token's
+    span starts with and extends (a "▁" a normaliser prepends before a space gets that space's offsets). Partial characters have
+    no character offset, so boundaries inside a character are left out."""
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [tuple(s) for s in enc["offset_mapping"]]
+    byte_at = [0]
+    for c in answer:
+        byte_at.append(byte_at[-1] + len(c.encode("utf-8", "surrogatepass")))
+    out, last = {0: 0}, 0  # last: the boundary after the latest token with text, None if undefined
+    for p in range(1, len(spans)):
+        previous, current = spans[p - 1], spans[p]
+        claimed = (previous[0] == current[0] and previous[1] < current[1]
+                   and answer[previous[0]:previous[1]].isspace())  # not the first bytes of a character
+        if previous[1] > previous[0] and not claimed:
+            following = next((s for s in spans[p:] if s[1] > s[0]), (len(answer), len(answer)))
+            whole = previous[1] <= following[0] and not answer[previous[1]:following[0]].strip()
+            last = byte_at[previous[1]] if whole else None
+        if last is not None:
+            out[p] = last
+    return out

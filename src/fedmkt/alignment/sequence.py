@@ -1,12 +1,16 @@
 """Which sender position carries the same next-token prediction as each receiver loss position.
 
-Two distributions are comparable when both predict the token that starts at the same character of
-the same text. With character offsets that tile the text (validated per example), that is a
-sorted merge of token boundaries: linear time. Otherwise we fall back to dynamic time warping
-(DTW) with edit-distance cost between canonical token texts (the FuseLLM / FedMKT method): costs
-from rapidfuzz's C++ cdist, the recurrence compiled with numba, and accept its one-to-one matches of identical text. DTW runs on the answer window only
-(the last prompt token and the answer), since the prompt/answer boundary is shared by construction.
-Results are cached per public set and tokenizer pair: the public set does not change across rounds.
+Two distributions are comparable when both predict the token that starts at the same byte of the same
+answer. Each tokenization knows where its answer tokens end, in bytes (data/encoding.py: from the
+tokens' canonical bytes, else from character offsets; -1 where unknown), so matching is a sorted merge
+of boundaries: linear time, byte-exact, inside characters too. Where several positions share a boundary (a token
+that stands for no text), only the last of them, the one predicting text, is matched. A tokenization
+whose boundaries are unknown falls back to dynamic time warping (DTW) with edit-distance cost between
+canonical token texts (the FuseLLM / FedMKT method): costs from rapidfuzz's C++ cdist, the recurrence
+compiled with numba, and its one-to-one matches of identical text kept. DTW runs on the answer window
+only (the last prompt token and the answer), since the prompt/answer boundary is shared by
+construction. Results are cached per public set and tokenizer pair: the public set does not change
+across rounds.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ from fedmkt.data.encoding import Encoded
 UNALIGNED = -1
 
 
-def align_by_offsets(receiver: Encoded, sender: Encoded) -> np.ndarray:
-    """int64 [receiver.n_loss]: sender loss-position index with the same boundary, or -1."""
+def align_by_boundaries(receiver: Encoded, sender: Encoded) -> np.ndarray:
+    """int64 [receiver.n_loss]: the sender loss position predicting the token that starts at the same byte,
+    or -1. Of positions sharing a boundary, on either side, the last one is the one matched."""
     recv, send = receiver.loss_boundaries, sender.loss_boundaries
-    at = np.searchsorted(send, recv)
-    at_clipped = np.minimum(at, len(send) - 1)
-    hit = (at < len(send)) & (send[at_clipped] == recv) & (recv >= 0)
-    return np.where(hit, at_clipped, UNALIGNED).astype(np.int64)
+    send_known = np.flatnonzero(send >= 0)  # boundaries are non-decreasing where known
+    known_values = send[send_known]
+    at = np.searchsorted(known_values, recv, side="right") - 1
+    at_clipped = np.maximum(at, 0)
+    recv_known = np.flatnonzero(recv >= 0)
+    last_of_run = np.zeros(len(recv), dtype=bool)
+    last_of_run[recv_known] = np.r_[recv[recv_known][1:] != recv[recv_known][:-1], True]
+    hit = last_of_run & (at >= 0) & (known_values[at_clipped] == recv if len(known_values) else False)
+    return np.where(hit, send_known[at_clipped] if len(send_known) else UNALIGNED, UNALIGNED).astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,8 +129,8 @@ class SequenceAligner:
             raise ValueError(f"aligning different examples: {receiver.uid} vs {sender.uid}")
         cached = self._cache.get(receiver.uid)
         if cached is None:
-            if receiver.offsets_valid and sender.offsets_valid:
-                cached = align_by_offsets(receiver, sender)
+            if receiver.boundaries_known and sender.boundaries_known:
+                cached = align_by_boundaries(receiver, sender)
             else:
                 cached = align_by_dtw(receiver, sender, self.recv_texts, self.send_texts)
                 self.used_dtw += 1

@@ -1,8 +1,9 @@
 """Re-index a sender's top-K at each receiver loss position into the receiver's vocabulary.
 
 Aligned positions take the sender's top-K distribution (softmax over the K log-probs) with ids
-mapped through the MinED vocabulary map. Positions with no counterpart get a one-hot target on the
-receiver's NEXT token (its label), which is what that position predicts. Two sender ids may map to
+mapped through the MinED vocabulary map (ids the map leaves unmapped drop out, the rest renormalised).
+Positions with no counterpart, or none of whose K ids map, get a one-hot target on the receiver's NEXT
+token (its label), which is what that position predicts. Two sender ids may map to
 the same receiver id: the duplicate entries simply add up in the (linear) soft cross-entropy.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedmkt.alignment.vocab import VocabMap
+from fedmkt.alignment.vocab import UNMAPPED, VocabMap
 from fedmkt.knowledge import KnowledgePacket
 
 
@@ -54,10 +55,17 @@ def reindex(packet: KnowledgePacket, n: int, alignment: np.ndarray, vmap: VocabM
     hit = alignment >= 0
     if hit.any():
         src = send_ids[alignment[hit]]
-        mappable = src < len(vmap.target_ids)  # ids past the tokenizer (padded embeddings) carry no text
-        ids[hit] = np.where(mappable, vmap.target_ids[np.minimum(src, len(vmap.target_ids) - 1)], 0)
+        # Ids past the tokenizer (padded embeddings) and special tokens without a counterpart carry no text.
+        target = np.where(src < len(vmap.target_ids), vmap.target_ids[np.minimum(src, len(vmap.target_ids) - 1)],
+                          UNMAPPED)
+        mappable = target != UNMAPPED
+        ids[hit] = np.where(mappable, target, 0)
         probs[hit] = np.where(mappable, softmax_rows(send_logp[alignment[hit]]), 0.0)
-        probs[hit] /= np.maximum(probs[hit].sum(axis=1, keepdims=True), 1e-12)
+        mass = probs[hit].sum(axis=1, keepdims=True)
+        probs[hit] /= np.maximum(mass, 1e-12)
+        hit[np.flatnonzero(hit)[mass[:, 0] <= 0]] = False  # nothing left: treated as unaligned
+    ids[~hit] = 0
+    probs[~hit] = 0.0
     ids[~hit, 0] = labels[~hit]
     probs[~hit, 0] = 1.0
     return SoftTargets(ids, probs)

@@ -1,12 +1,20 @@
-"""Prompt + answer -> token ids, answer position and character offsets; left-padded batches.
+"""Prompt + answer -> token ids, answer position and answer token boundaries; left-padded batches.
 
 The prompt and the answer are tokenized separately, so every tokenizer has a token boundary where the
-answer starts: the first distribution that carries loss sits at the same character in all of them.
+answer starts: the first distribution that carries loss sits at the same place in all of them.
 
 Loss positions: position p predicts token p+1, so an example with n answer tokens has n loss
 positions, the last prompt token and all answer tokens but the last. Batches are padded on the left:
 every example's answer then ends at the last column, and a model only has to produce logits for
 the last `tail` columns (`logits_to_keep`), not [batch, length, vocab].
+
+Where each answer token ends is measured in bytes of the answer text, which places boundaries inside a
+character too (byte-level BPE and byte fallback both split `中` into bytes). Two ways, exact first:
+the tokens' canonical bytes (token_text.py) concatenate to the answer's bytes (a space the tokenizer
+prepends aside); else the tokenizer's character offsets, in order, with only whitespace between them (a
+WordPiece pre-tokenizer drops spaces; a normaliser may rewrite text), where a token's end is known only
+if the next token does not overlap it. An encoding without any boundary makes the aligner fall back to
+DTW.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from transformers import PreTrainedTokenizerBase
 
 from fedmkt.data.prompts import render
 from fedmkt.data.questions import Question
+from fedmkt.data.token_text import canonical_tokens, token_bytes
+
+UNKNOWN = -1
 
 
 @dataclass(frozen=True)
@@ -26,21 +37,25 @@ class Encoded:
     uid: int
     input_ids: np.ndarray  # int64 [L]
     answer_start: int  # index of the first answer token
-    ends: np.ndarray  # int64 [L]: character where each token's text ends in prompt+answer; -1 special
-    offsets_valid: bool  # the non-special tokens' spans tile the text
-    prompt_chars: int = 0  # length of the prompt text: answer characters are counted from here
+    answer_ends: np.ndarray | None = None  # int64 [L - answer_start]: byte where each answer token ends (-1:
+    # unknown); None: no boundary known (an encoding made without offsets)
 
     @property
     def n_loss(self) -> int:
         return len(self.input_ids) - self.answer_start
 
     @property
+    def boundaries_known(self) -> bool:
+        return self.answer_ends is not None
+
+    @property
     def loss_boundaries(self) -> np.ndarray:
-        """Character offset, counted from the start of the answer, at which each loss position's next-token
-        prediction starts (-1: a special token). From the answer, not the text: chat templates give each
-        tokenizer its own prompt, while the answer text is the same for all."""
-        ends = self.ends[self.answer_start - 1: len(self.input_ids) - 1]
-        return np.where(ends < 0, -1, ends - self.prompt_chars)
+        """int64 [n_loss]: byte of the answer at which each loss position's predicted token starts (the
+        first at 0, the prompt/answer split; -1 unknown). Counted from the answer, not the text: chat templates give
+        each tokenizer its own prompt, while the answer is the same for all."""
+        if self.answer_ends is None:
+            raise ValueError(f"example {self.uid}: token boundaries unknown for this tokenization")
+        return np.r_[0, self.answer_ends[:-1]].astype(np.int64)
 
     @property
     def answer_ids(self) -> np.ndarray:
@@ -55,32 +70,53 @@ def _pieces(tokenizer: PreTrainedTokenizerBase, text: str, special: bool):
     return ids, spans, is_special
 
 
-def _tiles(spans: np.ndarray, is_special: np.ndarray, start: int, end: int) -> bool:
-    # Special tokens written in the text (a chat template's "<|im_start|>") cover their characters; those the
-    # tokenizer adds (BOS) cover none and are left out.
-    spans = spans[~is_special | (spans[:, 1] > spans[:, 0])]
-    if len(spans) == 0:
-        return start == end
-    return bool(spans[0, 0] == start and spans[-1, 1] == end and np.all(spans[1:, 0] == spans[:-1, 1]))
+def answer_token_ends(tokenizer: PreTrainedTokenizerBase, answer: str, ids: np.ndarray, spans: np.ndarray,
+                      is_special: np.ndarray) -> np.ndarray:
+    """int64 [len(ids)]: the byte of `answer` where each of its tokens ends, UNKNOWN (-1) where neither the
+    tokens' bytes nor their character offsets place it."""
+    texts = canonical_tokens(tokenizer)
+    target = answer.encode("utf-8", "surrogatepass")
+    pieces = [token_bytes(texts[i]) if i < len(texts) else b"" for i in ids.tolist()]
+    joined = b"".join(pieces)
+    extra = len(joined) - len(target)
+    # A tokenizer may prepend a space to a text (SentencePiece's "always" scheme): it stands for nothing here.
+    if extra >= 0 and joined.endswith(target) and not joined[:extra].strip():
+        return np.maximum(np.cumsum([len(p) for p in pieces], dtype=np.int64) - extra, 0)
+    return _ends_from_offsets(answer, spans, is_special)
+
+
+def _ends_from_offsets(answer: str, spans: np.ndarray, is_special: np.ndarray) -> np.ndarray:
+    # A token's end is a boundary when the next token starts there, or after whitespace only (a WordPiece
+    # pre-tokenizer drops spaces). Not when the next token overlaps it (both hold bytes of one character,
+    # or a normaliser expanded one character into several tokens) or starts after text no token holds.
+    # Tokens the tokenizer adds without text (BOS) end where the token before them did.
+    covers = ~is_special | (spans[:, 1] > spans[:, 0])
+    ends = np.maximum.accumulate(np.where(covers, spans[:, 1], 0))
+    next_start = np.r_[np.where(covers, spans[:, 0], ends)[1:], len(answer)]
+    next_start = np.minimum.accumulate(next_start[::-1])[::-1]  # the next text-holding token, not a BOS
+    known = np.array([b >= a and not answer[a:b].strip() for a, b in zip(ends.tolist(), next_start.tolist())],
+                     dtype=bool)
+    byte_at = np.zeros(len(answer) + 1, dtype=np.int64)
+    np.cumsum([len(c.encode("utf-8", "surrogatepass")) for c in answer], out=byte_at[1:])
+    return np.where(known, byte_at[ends], UNKNOWN)
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, uid: int, prompt: str, answer: str, max_length: int,
            add_special_tokens: bool = True) -> Encoded:
-    p_ids, p_spans, p_special = _pieces(tokenizer, prompt, special=add_special_tokens)
+    p_ids, _, p_special = _pieces(tokenizer, prompt, special=add_special_tokens)
     a_ids, a_spans, a_special = _pieces(tokenizer, answer, special=False)
     if len(a_ids) == 0:
         raise ValueError(f"example {uid}: the answer {answer!r} has no tokens")
-    valid = _tiles(p_spans, p_special, 0, len(prompt)) and _tiles(a_spans, a_special, 0, len(answer))
-    a_ids, a_spans, a_special = a_ids[: max_length // 2], a_spans[: max_length // 2], a_special[: max_length // 2]
+    a_ends = answer_token_ends(tokenizer, answer, a_ids, a_spans, a_special)
+    a_ids = a_ids[: max_length // 2]
+    a_ends = a_ends[: max_length // 2]
     overflow = len(p_ids) + len(a_ids) - max_length
     if overflow > 0:
         # Drop the prompt's oldest text but keep its leading special tokens (BOS).
         lead = int(np.argmin(p_special)) if not p_special.all() else 0
         keep = np.r_[np.arange(lead), np.arange(lead + overflow, len(p_ids))]
-        p_ids, p_spans, p_special = p_ids[keep], p_spans[keep], p_special[keep]
-    ends = np.concatenate([np.where(p_special, -1, p_spans[:, 1]), np.where(a_special, -1, a_spans[:, 1] + len(prompt))])
-    return Encoded(uid=uid, input_ids=np.concatenate([p_ids, a_ids]), answer_start=len(p_ids), ends=ends,
-                   offsets_valid=valid, prompt_chars=len(prompt))
+        p_ids = p_ids[keep]
+    return Encoded(uid=uid, input_ids=np.concatenate([p_ids, a_ids]), answer_start=len(p_ids), answer_ends=a_ends)
 
 
 @dataclass

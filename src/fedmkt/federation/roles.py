@@ -21,10 +21,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from fedmkt.alignment.sequence import SequenceAligner
-from fedmkt.alignment.vocab import VocabMap, build_vocab_map, canonical_tokens, tokenizer_fingerprint
+from fedmkt.alignment.vocab import VocabMap, build_vocab_map
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
 from fedmkt.data.encoding import Encoded, encode_question, encode_questions
 from fedmkt.data.questions import Question, set_hash
+from fedmkt.data.token_text import canonical_tokens, tokenizer_fingerprint
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora, save_adapter
