@@ -31,11 +31,11 @@ from rapidfuzz.distance import Levenshtein
 
 from benchmarks.common import record
 from benchmarks.real_tokenizers import VOCABS, load_real_tokenizer
-from fedmkt.alignment.reference import whole_character_boundaries
+from fedmkt.alignment.reference import check_alignment, decode_mismatches, whole_character_boundaries
 from fedmkt.alignment.sequence import align_by_boundaries
 from fedmkt.alignment.vocab import map_vocabularies, min_edit_distance
 from fedmkt.data.encoding import encode
-from fedmkt.data.token_text import canonical_tokens, special_ids, token_bytes
+from fedmkt.data.token_text import canonical_tokens, special_ids
 from fedmkt.models import load_tokenizer
 
 SAMPLE = int(os.environ.get("FEDMKT_BENCH_PAIRS_SAMPLE", "200"))
@@ -74,15 +74,10 @@ def tokenizers(corpus: list[str]) -> dict:
 
 def canonical_check(name: str, tok) -> dict:
     start = time.perf_counter()
-    texts_ = canonical_tokens(tok)
+    canonical_tokens(tok)
     built_s = time.perf_counter() - start
-    backend = tok.backend_tokenizer
-    anchor = tok.convert_tokens_to_ids("a")
-    head = backend.decode([anchor], skip_special_tokens=False)
-    decoded = backend.decode_batch([[anchor, i] for i in range(len(tok))], skip_special_tokens=False)
-    special = set(special_ids(tok))
-    wrong = sum(token_bytes(texts_[i]).decode("utf-8", "replace") != d[len(head):]
-                for i, d in enumerate(decoded) if i not in special)
+    wrong = len(decode_mismatches(tok))
+    special = special_ids(tok)
     return {"benchmark": "canonical_text", "tokenizer": name, "vocab": len(tok), "special": len(special),
             "checked_against_decode": len(tok) - len(special), "mismatches": wrong, "build_s": round(built_s, 2)}
 
@@ -100,21 +95,10 @@ def pair(sender: str, receiver: str, toks: dict, encoded: dict, refs: dict, corp
     d = process.cdist([s_text[i] for i in sample], [r_text[j] for j in targets], scorer=Levenshtein.distance,
                       dtype=np.int32, workers=-1)
     exact = bool(np.array_equal(dist[sample], d.min(axis=1)) and np.array_equal(ids[sample], targets[d.argmin(axis=1)]))
-    shared = missed = wrong = inside = 0
-    for k in range(len(corpus)):
-        r, s = encoded[receiver][k], encoded[sender][k]
-        aligned = align_by_boundaries(r, s)
-        ref_r, ref_s = refs[receiver][k], refs[sender][k]
-        last_r = {v: p for p, v in sorted(ref_r.items())}
-        last_s = {v: p for p, v in sorted(ref_s.items())}
-        for boundary in set(last_r) & set(last_s):
-            shared += 1
-            missed += int(aligned[last_r[boundary]] != last_s[boundary])
-        for p, q in enumerate(aligned.tolist()):
-            if q >= 0 and p in ref_r and q in ref_s:
-                wrong += int(ref_r[p] != ref_s[q])
-            elif q >= 0:
-                inside += 1
+    checks = [check_alignment(align_by_boundaries(encoded[receiver][k], encoded[sender][k]), refs[receiver][k],
+                              refs[sender][k]) for k in range(len(corpus))]
+    shared, missed = sum(c.shared for c in checks), sum(c.missed for c in checks)
+    wrong, inside = sum(c.wrong for c in checks), sum(len(c.inside) for c in checks)
     return {"benchmark": "tokenizer_pair", "sender": sender, "receiver": receiver,
             "vocab": f"{len(s_text)} -> {len(r_text)}", "map_s": round(map_s, 2), "exact_on_sample": exact,
             "sample": len(sample), "mapped_verbatim": round(float((dist[dist >= 0] == 0).mean()), 3),

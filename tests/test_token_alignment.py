@@ -9,7 +9,7 @@ import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from fedmkt.alignment.reference import whole_character_boundaries
+from fedmkt.alignment.reference import check_alignment, decode_mismatches, whole_character_boundaries
 from fedmkt.alignment.sequence import align_by_boundaries
 from fedmkt.alignment.transfer import reindex
 from fedmkt.alignment.vocab import UNMAPPED, VocabMap, build_vocab_map, map_vocabularies
@@ -44,15 +44,9 @@ def texts(mmlu):
 @pytest.mark.parametrize("name", [*FAMILIES, "smollm2", "gemma3"])
 def test_canonical_text_is_what_the_decoder_writes_for_every_token(tokenizers, name):
     tok = tokenizers[name]
-    texts = canonical_tokens(tok)
-    backend = tok.backend_tokenizer
-    anchor = tok.convert_tokens_to_ids("a")
-    head = backend.decode([anchor], skip_special_tokens=False)
-    decoded = backend.decode_batch([[anchor, i] for i in range(len(tok))], skip_special_tokens=False)
-    special = set(special_ids(tok))
-    wrong = [(i, texts[i], d) for i, d in enumerate(decoded) if i not in special
-             and token_bytes(texts[i]).decode("utf-8", "replace") != d[len(head):]]
-    assert len(texts) == len(tok) and not wrong, wrong[:5]
+    assert len(canonical_tokens(tok)) == len(tok)
+    wrong = decode_mismatches(tok)
+    assert not wrong, wrong[:5]
 
 
 @pytest.mark.parametrize("name", ["byte_level_bpe", "metaspace_bpe", "smollm2", "gemma3"])
@@ -93,18 +87,12 @@ def test_alignment_is_byte_exact_on_every_family_pair(tokenizers, texts):
             r, s = encode(tokenizers[a], 0, "Q:", text, 512), encode(tokenizers[b], 0, "Q:", text, 512)
             aligned = align_by_boundaries(r, s)
             # The reference: each tokenizer's own character offsets, at whole characters only.
-            ref_r, ref_s = whole_character_boundaries(tokenizers[a], text), whole_character_boundaries(tokenizers[b], text)
-            last_r = {v: p for p, v in sorted(ref_r.items())}
-            last_s = {v: p for p, v in sorted(ref_s.items())}
-            for boundary in set(last_r) & set(last_s):
-                shared += 1
-                missed += int(aligned[last_r[boundary]] != last_s[boundary])
-            for p, q in enumerate(aligned.tolist()):
-                if q >= 0 and p in ref_r and q in ref_s:
-                    wrong += int(ref_r[p] != ref_s[q])
-                elif q >= 0:
-                    inside_a_character += 1
-                    assert r.loss_boundaries[p] == s.loss_boundaries[q]
+            check = check_alignment(aligned, whole_character_boundaries(tokenizers[a], text),
+                                    whole_character_boundaries(tokenizers[b], text))
+            shared, missed, wrong = shared + check.shared, missed + check.missed, wrong + check.wrong
+            for p, q in check.inside:
+                inside_a_character += 1
+                assert r.loss_boundaries[p] == s.loss_boundaries[q]
         assert shared > 100 and missed == 0 and wrong == 0, (a, b, shared, missed, wrong)
     assert inside_a_character > 0  # byte-level pieces matched to byte-fallback pieces of one character
 

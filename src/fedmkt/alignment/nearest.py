@@ -278,8 +278,8 @@ def _bucket_starts(sorted_keys, shift):
 def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, best_id, best_d) -> None:
     """Exact nearest target for queries `rows` (their texts given); updates best_id/best_d in place.
 
-    Targets are split into blocks of one length and one set of character classes (ASCII, or a
-    128-code-point range of Unicode: one script, roughly). Each (query, block) pair has a lower bound on
+    Targets are split into blocks of one length and one set of character classes (_char_classes), or of
+    one length only when few queries are left (classes then unknown). Each (query, block) pair has a lower bound on
     their distance (_block_bounds); bound levels are visited in increasing order, and at each level a
     block is compared, in one cdist call, with every query for which it sits at that level and could
     still beat (or tie with a lower id) that query's best. A query is finished once its best is below

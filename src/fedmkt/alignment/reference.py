@@ -6,7 +6,12 @@ DTW in Python loops); the fast versions in vocab.py and sequence.py must give th
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
 from rapidfuzz.distance import Levenshtein
+
+from fedmkt.data.token_text import canonical_tokens, special_ids, token_bytes
 
 
 def brute_force_min_distance(query: str, targets: list[str]) -> int:
@@ -74,3 +79,46 @@ def whole_character_boundaries(tokenizer, answer: str) -> dict[int, int]:
         if last is not None:
             out[p] = last
     return out
+
+
+@dataclass
+class AlignmentCheck:
+    """An alignment against the two reference boundary maps: boundaries both share, shared ones not matched
+    to each other, matched pairs the references place apart, and matched pairs the references cannot judge
+    (inside a character)."""
+
+    shared: int = 0
+    missed: int = 0
+    wrong: int = 0
+    inside: list[tuple[int, int]] = field(default_factory=list)
+
+
+def check_alignment(aligned: np.ndarray, receiver_ref: dict[int, int],
+                    sender_ref: dict[int, int]) -> AlignmentCheck:
+    """Score a receiver -> sender position map against whole_character_boundaries of both sides; of the
+    positions sharing a boundary the last one is the one that must be matched, as in the aligner."""
+    out = AlignmentCheck()
+    last_r = {v: p for p, v in sorted(receiver_ref.items())}
+    last_s = {v: p for p, v in sorted(sender_ref.items())}
+    for boundary in set(last_r) & set(last_s):
+        out.shared += 1
+        out.missed += int(aligned[last_r[boundary]] != last_s[boundary])
+    for p, q in enumerate(aligned.tolist()):
+        if q >= 0 and p in receiver_ref and q in sender_ref:
+            out.wrong += int(receiver_ref[p] != sender_ref[q])
+        elif q >= 0:
+            out.inside.append((p, q))
+    return out
+
+
+def decode_mismatches(tokenizer) -> list[tuple[int, str, str]]:
+    """Tokens (not special) whose canonical text, read as UTF-8 with replacement, differs from what the
+    tokenizer's own decode writes for them after an anchor token: (id, canonical text, decoded)."""
+    texts = canonical_tokens(tokenizer)
+    backend = tokenizer.backend_tokenizer
+    anchor = tokenizer.convert_tokens_to_ids("a")
+    head = backend.decode([anchor], skip_special_tokens=False)
+    decoded = backend.decode_batch([[anchor, i] for i in range(len(tokenizer))], skip_special_tokens=False)
+    special = set(special_ids(tokenizer))
+    return [(i, texts[i], d[len(head):]) for i, d in enumerate(decoded)
+            if i not in special and token_bytes(texts[i]).decode("utf-8", "replace") != d[len(head):]]
