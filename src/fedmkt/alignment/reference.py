@@ -60,8 +60,8 @@ def whole_character_boundaries(tokenizer, answer: str) -> dict[int, int]:
     offsets alone (the reference the byte-exact alignment is checked against). Defined after a token that
     ends on a whole character where the next token starts, or only whitespace lies between; a token with
     no text of its own keeps the boundary before it: an empty span, or a space whose span the next token's
-    span starts with and extends (a "▁" a normaliser prepends before a space gets that space's offsets). Partial characters have
-    no character offset, so boundaries inside a character are left out."""
+    span starts with and extends (a "▁" a normaliser prepends before a space gets that space's offsets).
+    Partial characters have no character offset, so boundaries inside a character are left out."""
     enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
     spans = [tuple(s) for s in enc["offset_mapping"]]
     byte_at = [0]
