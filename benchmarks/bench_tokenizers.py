@@ -32,8 +32,9 @@ from rapidfuzz.distance import Levenshtein
 from benchmarks.common import record
 from benchmarks.real_tokenizers import VOCABS, load_real_tokenizer
 from fedmkt.alignment.reference import check_alignment, decode_mismatches, whole_character_boundaries
+from fedmkt.alignment.nearest import warm_up
 from fedmkt.alignment.sequence import align_by_boundaries
-from fedmkt.alignment.vocab import map_vocabularies, min_edit_distance
+from fedmkt.alignment.vocab import map_vocabularies
 from fedmkt.data.encoding import encode
 from fedmkt.data.token_text import canonical_tokens, special_ids
 from fedmkt.models import load_tokenizer
@@ -107,7 +108,7 @@ def pair(sender: str, receiver: str, toks: dict, encoded: dict, refs: dict, corp
 
 
 def main() -> None:
-    min_edit_distance(["warm", "up"], ["wards", "u", "p"])  # load (or compile once) the numba kernels
+    warm_up()  # load (or compile once) the numba kernels
     corpus = texts()
     toks = tokenizers(corpus)
     rows = [canonical_check(name, tok) for name, tok in toks.items()]

@@ -141,3 +141,32 @@ def test_script_blocks_of_the_far_search_give_the_brute_force_answer(radius_cap,
     ref_ids, ref_dist = brute_force(queries, targets)
     assert np.array_equal(dist, ref_dist)
     assert np.array_equal(ids, ref_ids)
+
+
+@pytest.mark.parametrize("near_radius,middle_radius", [(0, 1), (0, 3), (1, 3), (2, 3)])
+def test_index_over_the_remaining_queries_gives_the_brute_force_answer(near_radius, middle_radius, monkeypatch):
+    # The middle stage settles what the near search left within its radius; the far search gets the rest.
+    monkeypatch.setattr(nearest, "MAX_RADIUS", near_radius)
+    monkeypatch.setattr(nearest, "MAX_MIDDLE_RADIUS", middle_radius)
+    monkeypatch.setattr(nearest, "_MIDDLE_MIN_QUERIES", 0)
+    monkeypatch.setattr(nearest, "_LONGEST_INDEXED", 9)  # longer queries skip it
+    settled = []
+    real = nearest._query_index_search
+
+    def spy(q_chars, q_off, rows, *args):
+        left = real(q_chars, q_off, rows, *args)
+        settled.append(len(rows) - len(left))
+        return left
+
+    monkeypatch.setattr(nearest, "_query_index_search", spy)
+    rng = np.random.default_rng(near_radius * 10 + middle_radius)
+    alphabet = list("aab cé")  # few letters: variants collide, many ties
+    targets = ["".join(rng.choice(alphabet, size=rng.integers(0, 8))) for _ in range(700)]
+    targets += [t[::-1] + "x" for t in targets[:100]]  # repeated texts and ids out of length order
+    queries = ["".join(rng.choice(alphabet + ["中"], size=rng.integers(0, 13))) for _ in range(500)]
+    ids, dist = nearest.nearest_targets(queries, targets)
+    ref_ids, ref_dist = brute_force(queries, targets)
+    assert np.array_equal(dist, ref_dist)
+    assert np.array_equal(ids, ref_ids)
+    assert settled and settled[0] > 0  # the stage ran and settled queries
+    assert (dist > middle_radius).any()  # and the far search had work too

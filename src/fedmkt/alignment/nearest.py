@@ -1,6 +1,6 @@
 """Exact nearest strings under Levenshtein distance, for whole vocabularies at once.
 
-For every query: the lowest target index at the minimum edit distance, and that distance. Three
+For every query: the lowest target index at the minimum edit distance, and that distance. Four
 exact stages, cheapest first:
 
 1. Exact matches (a dict, lowest id wins). Characters that occur in no target can never match, so
@@ -13,12 +13,17 @@ exact stages, cheapest first:
    each confirmed by a bounded dynamic-programming distance. Stages k = 1..K stop once a query's
    best is <= k: nothing unseen can beat or tie it. K shrinks when strings are long (the number of
    variants grows as length^K).
-3. Far search, for queries whose nearest target is farther than K: rapidfuzz's bit-parallel C++
-   Levenshtein (`process.cdist`, SIMD lanes, all cores) over blocks of targets of one length and one
-   set of character classes (ASCII space / lower / upper / digit / other, and Unicode ranges: one
-   script, roughly), visited in order of a lower bound on the distance (characters match only
-   within a class, so a Bengali query and a block of CJK tokens are at least their longer length
-   apart), skipping for each query every block whose bound exceeds its best so far.
+3. Middle search, when thousands of queries are left (e.g. Command-R's 256k tokens against Gemma-3's
+   262k, whose index affords radius 2 only): the same deletion index, built over the remaining
+   queries instead, with every target's variants hashed and probed once, never stored; it settles
+   the queries within radius 3, the bulk of what the far search would otherwise compare.
+4. Far search, for the queries left: rapidfuzz's bit-parallel C++ Levenshtein (`process.cdist`, SIMD
+   lanes, all cores) over blocks of targets of one length and one set of character classes (ASCII
+   space / lower / upper / digit / other, and Unicode ranges: one script, roughly), visited in order
+   of a lower bound on the distance (characters match only within a class, so a Bengali query and a
+   block of CJK tokens are at least their longer length apart), skipping for each query every block
+   whose bound exceeds its best so far. Queries of one length and one count of characters in each
+   class share their bounds: the bounds are computed once per such group.
 
 Ties go to the lowest target id at every stage, so the result is deterministic and equals the
 brute-force minimum over all pairs.
@@ -38,6 +43,11 @@ MAX_RADIUS = 3  # deletion bits in an index key
 # over Gemma-3's 262k, the fastest choice measured for both.
 _INDEX_BUDGET = 8_000_000
 _PROBE_BUDGET = 32_000_000  # query variants enumerated
+MAX_MIDDLE_RADIUS = 3  # radius of the index over the queries left after the near search (4 costs more
+# than it saves: its variants match too often, e.g. 11 s against 2.5 s streaming Command-R's tokens)
+_MIDDLE_MIN_QUERIES = 2048  # fewer left: the far search costs less than streaming every target
+_STREAM_BUDGET = 48_000_000  # target variants hashed against it
+_LONGEST_INDEXED = 24  # longer queries (few) go straight to the far search
 LEVEL_WINDOW = 2
 _THREADED_CELLS = 1 << 16
 _FEW_QUERIES = 2048  # fewer far queries: blocks by length only (class sets of every target cost ~1 s)
@@ -66,12 +76,22 @@ def nearest_targets(queries: list[str], targets: list[str]) -> tuple[np.ndarray,
     return best_id, best_d
 
 
+def warm_up() -> None:
+    """Load (or compile, once per installation) every numba kernel, so that timings measure the search."""
+    q_chars, q_off = _codepoints(["abcd", "abce", "xbcd"])
+    t_chars, t_off = _codepoints(["abcf", "zzzz"])
+    _near_search(q_chars, q_off, t_chars, t_off, 1)
+    _query_index_search(q_chars, q_off, np.arange(3), t_chars, t_off, 0, *_no_match(3))
+
+
 def _search(queries: list[str], targets: list[str], sentinel: int) -> tuple[np.ndarray, np.ndarray]:
     q_chars, q_off = _codepoints(queries)
     t_chars, t_off = _codepoints(targets)
     radius = _affordable_radius(np.diff(t_off), np.diff(q_off))
     best_id, best_d = _near_search(q_chars, q_off, t_chars, t_off, radius) if radius else _no_match(len(queries))
     far = np.flatnonzero(best_d > radius)
+    if far.size >= _MIDDLE_MIN_QUERIES:
+        far = _query_index_search(q_chars, q_off, far, t_chars, t_off, radius, best_id, best_d)
     if far.size:
         _far_search([queries[i] for i in far], q_chars, q_off, far, targets, t_chars, t_off, sentinel, best_id,
                     best_d)
@@ -112,6 +132,8 @@ def _affordable_radius(target_lengths: np.ndarray, query_lengths: np.ndarray) ->
 # ---- near search: deletion-neighbourhood index -------------------------------------------------
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_K_BITS = 3  # deletions per variant, up to 7, in the low bits of an index key
+_K_MASK = (1 << _K_BITS) - 1
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
@@ -148,7 +170,7 @@ def _next_combination(deleted, k, length):
 
 @numba.njit(cache=True, parallel=True)
 def _index_keys(chars, offsets, radius, starts, low_bits):
-    """uint64 key per target variant: hash (high bits) | target id | number of deletions (2 bits)."""
+    """uint64 key per string variant: hash (high bits) | string id | number of deletions (_K_BITS)."""
     keys = np.empty(starts[-1], dtype=np.uint64)
     keep_high = ~((np.uint64(1) << np.uint64(low_bits)) - np.uint64(1))
     n = len(offsets) - 1
@@ -163,7 +185,7 @@ def _index_keys(chars, offsets, radius, starts, low_bits):
                     deleted[r] = r
                 while True:
                     h = _variant_hash(chars, start, length, deleted, k)
-                    keys[out] = (h & keep_high) | (np.uint64(t) << np.uint64(2)) | np.uint64(k)
+                    keys[out] = (h & keep_high) | (np.uint64(t) << np.uint64(_K_BITS)) | np.uint64(k)
                     out += 1
                     if not _next_combination(deleted, k, length):
                         break
@@ -222,9 +244,9 @@ def _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, shift, low_bits,
                             key = keys[e]
                             if (key >> np.uint64(low_bits)) != (h >> np.uint64(low_bits)):
                                 continue
-                            if np.int64(key & np.uint64(3)) > stage:
+                            if np.int64(key & np.uint64(_K_MASK)) > stage:
                                 continue
-                            t = np.int64((key & id_mask) >> np.uint64(2))
+                            t = np.int64((key & id_mask) >> np.uint64(_K_BITS))
                             if seen[t] == q:
                                 continue
                             seen[t] = q
@@ -244,7 +266,7 @@ def _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, shift, low_bits,
 def _near_search(q_chars, q_off, t_chars, t_off, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact nearest target for queries within `radius`; NO_MATCH (id -1) for the others."""
     n_targets = len(t_off) - 1
-    low_bits = max(1, (n_targets - 1).bit_length()) + 2
+    low_bits = max(1, (n_targets - 1).bit_length()) + _K_BITS
     starts = np.zeros(n_targets + 1, dtype=np.int64)
     np.cumsum(_variants_per_string(np.diff(t_off), radius), out=starts[1:])
     keys = _index_keys(t_chars, t_off, radius, starts, low_bits)
@@ -273,21 +295,110 @@ def _bucket_starts(sorted_keys, shift):
     return starts
 
 
+# ---- middle search: the index over the remaining queries, all targets streamed through it ----
+
+def _query_index_search(q_chars, q_off, rows, t_chars, t_off, known: int, best_id, best_d) -> np.ndarray:
+    """Settle the queries `rows` (none within `known` of any target) whose nearest target is within a
+    larger radius; returns the rows still unsettled, for the far search. Updates best_id/best_d in place.
+
+    The queries left after the near search are few, so the deletion index goes on their side and the
+    targets' variants are hashed and probed once each, never stored: the target side's radius is no
+    longer bounded by an index in memory but by the time to enumerate its variants.
+    """
+    q_len, t_len = np.diff(q_off)[rows], np.diff(t_off)
+    for radius in range(MAX_MIDDLE_RADIUS, known, -1):
+        indexed = q_len <= _LONGEST_INDEXED
+        compatible = np.zeros(max(int(t_len.max()), _LONGEST_INDEXED) + radius + 1, dtype=bool)
+        for length in np.unique(q_len[indexed]).tolist():
+            compatible[max(0, length - radius):length + radius + 1] = True
+        streamed = np.flatnonzero(compatible[t_len])
+        if (_variants_per_string(q_len[indexed], radius).sum() <= _INDEX_BUDGET
+                and _variants_per_string(t_len[streamed], radius).sum() <= _STREAM_BUDGET):
+            break
+    else:
+        return rows
+    sub = rows[indexed]
+    sub_chars = np.concatenate([q_chars[q_off[i]:q_off[i + 1]] for i in sub.tolist()]) if sub.size else q_chars[:0]
+    sub_off = np.zeros(sub.size + 1, dtype=np.int64)
+    np.cumsum(q_len[indexed], out=sub_off[1:])
+    low_bits = max(1, (sub.size - 1).bit_length()) + _K_BITS
+    starts = np.zeros(sub.size + 1, dtype=np.int64)
+    np.cumsum(_variants_per_string(q_len[indexed], radius), out=starts[1:])
+    keys = _index_keys(sub_chars, sub_off, radius, starts, low_bits)
+    bucket_bits = int(min(max(8, int(len(keys)).bit_length() - 2), 64 - low_bits))
+    keys, bucket_starts = _bucket_sort(keys, 64 - bucket_bits)
+    n_chunks = max(1, min(len(streamed), numba.get_num_threads()))
+    local_id, local_d = _probe_targets(t_chars, t_off, streamed, sub_chars, sub_off, keys, bucket_starts,
+                                       64 - bucket_bits, low_bits, radius, known + 1, n_chunks)
+    # Each chunk visited its targets in ascending id order; across chunks the lowest (distance, id) wins.
+    rank = np.where(local_id >= 0, local_d * (len(t_len) + 1) + local_id, np.iinfo(np.int64).max)
+    pick = rank.argmin(axis=0)
+    found_id, found_d = local_id[pick, np.arange(sub.size)], local_d[pick, np.arange(sub.size)]
+    hit = found_id >= 0
+    best_id[sub[hit]], best_d[sub[hit]] = found_id[hit], found_d[hit]
+    return np.concatenate([rows[~indexed], sub[~hit]])
+
+
+@numba.njit(cache=True, parallel=True)
+def _probe_targets(t_chars, t_off, streamed, q_chars, q_off, keys, bucket_starts, shift, low_bits, radius,
+                   floor, n_chunks):
+    """Per chunk of the streamed targets (every n_chunks-th, ascending ids), each indexed query's nearest
+    target within `radius`: int64 [n_chunks, queries] ids (-1: none) and distances. No query has a target
+    closer than `floor`, so a query stops being verified in a chunk once it has one there."""
+    n_queries = len(q_off) - 1
+    local_id = np.full((n_chunks, n_queries), -1, dtype=np.int64)
+    local_d = np.full((n_chunks, n_queries), NO_MATCH, dtype=np.int64)
+    max_len = max(np.max(q_off[1:] - q_off[:-1]), np.max(t_off[1:] - t_off[:-1]))
+    id_mask = (np.uint64(1) << np.uint64(low_bits)) - np.uint64(1)
+    for c in numba.prange(n_chunks):
+        seen = np.full(n_queries, -1, dtype=np.int64)  # which target last verified each query
+        deleted = np.empty(radius + 1, dtype=np.int64)
+        row = np.empty(max_len + 1, dtype=np.int64)
+        for s in range(c, len(streamed), n_chunks):
+            t = streamed[s]
+            t0, length = t_off[t], t_off[t + 1] - t_off[t]
+            for k in range(min(radius, length) + 1):
+                for r in range(k):
+                    deleted[r] = r
+                while True:
+                    h = _variant_hash(t_chars, t0, length, deleted, k)
+                    bucket = np.int64(h >> np.uint64(shift))
+                    for e in range(bucket_starts[bucket], bucket_starts[bucket + 1]):
+                        key = keys[e]
+                        if (key >> np.uint64(low_bits)) != (h >> np.uint64(low_bits)):
+                            continue
+                        q = np.int64((key & id_mask) >> np.uint64(_K_BITS))
+                        if seen[q] == t or local_d[c, q] <= floor:  # no later target can beat `floor`
+                            continue
+                        seen[q] = t
+                        cutoff = min(local_d[c, q], radius)
+                        d = _bounded_distance(q_chars, q_off[q], q_off[q + 1] - q_off[q], t_chars, t0, length,
+                                              cutoff, row)
+                        if d <= cutoff and d < local_d[c, q]:  # ids ascend: a tie keeps the earlier one
+                            local_id[c, q], local_d[c, q] = t, d
+                    if not _next_combination(deleted, k, length):
+                        break
+    return local_id, local_d
+
+
 # ---- far search: lower-bounded blocks of rapidfuzz cdist ---------------------------------------
 
 def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, best_id, best_d) -> None:
     """Exact nearest target for queries `rows` (their texts given); updates best_id/best_d in place.
 
     Targets are split into blocks of one length and one set of character classes (_char_classes), or of
-    one length only when few queries are left (classes then unknown). Each (query, block) pair has a lower bound on
-    their distance (_block_bounds); bound levels are visited in increasing order, and at each level a
-    block is compared, in one cdist call, with every query for which it sits at that level and could
+    one length only when few queries are left (classes then unknown). Each (query, block) pair has a lower
+    bound on their distance (_block_bounds); bound levels are visited in increasing order, and at each level
+    a block is compared, in one cdist call, with every query for which it sits at that level and could
     still beat (or tie with a lower id) that query's best. A query is finished once its best is below
     the level: no unvisited block can reach it.
     """
-    t_len = np.diff(t_off)
-    q_class = np.where(q_chars == sentinel, -1, _char_classes(q_chars))  # a folded character matches nothing
-    used = np.unique(q_class[q_class >= 0])
+    t_len, q_len = np.diff(t_off), np.diff(q_off)[rows]
+    owner = np.repeat(np.arange(len(rows)), q_len)
+    where = np.repeat(q_off[rows] - np.r_[0, np.cumsum(q_len)[:-1]], q_len) + np.arange(owner.size)
+    row_chars = q_chars[where]
+    row_class = np.where(row_chars == sentinel, -1, _char_classes(row_chars))  # a folded character matches nothing
+    used = np.unique(row_class[row_class >= 0])
     if len(rows) >= _FEW_QUERIES:
         signature, classes_of = _class_signatures(_char_classes(t_chars), t_off, used)
     else:  # classes of every target cost more than they save: blocks by length, classes unknown
@@ -300,10 +411,15 @@ def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, 
     starts, ends = np.r_[0, edges], np.r_[edges, len(order)]
     blocks = [(order[a:b], ordered_texts[a:b]) for a, b in zip(starts, ends)]
     block_first = order[starts]
-    bound = _block_bounds(q_class, q_off, rows, used, t_len[order[starts]],
+    # Queries of one length and one count of characters in each class share every bound: one column a group.
+    counts = np.bincount(owner[row_class >= 0] * len(used) + np.searchsorted(used, row_class[row_class >= 0]),
+                         minlength=len(rows) * len(used)).reshape(len(rows), len(used))
+    features, group_of = np.unique(np.column_stack([q_len, counts]), axis=0, return_inverse=True)
+    group_of = group_of.reshape(-1)
+    bound = _block_bounds(features[:, 0], features[:, 1:], used, t_len[order[starts]],
                           [classes_of[k] for k in signature[order[starts]].tolist()])
 
-    longest = max(int(t_len.max()), int(np.diff(q_off).max()))
+    longest = max(int(t_len.max()), int(q_len.max()))
     dtype = np.int16 if longest < np.iinfo(np.int16).max else np.int32  # distances never exceed the longest
     g_id, g_d = best_id[rows], best_d[rows]
     open_rows = np.arange(len(rows))
@@ -311,12 +427,17 @@ def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, 
     while open_rows.size:
         # A window of levels per pass: one cdist call per block for all of them saves re-reading
         # the block's texts, for some pairs a lower level's result would have skipped.
-        open_bound = bound if open_rows.size == bound.shape[1] else bound[:, open_rows]  # no copy while all open
+        # Open queries listed group by group: a block's candidates are whole groups, gathered directly.
+        by_group = open_rows[np.argsort(group_of[open_rows], kind="stable")]
+        open_groups, group_start, group_size = np.unique(group_of[by_group], return_index=True, return_counts=True)
+        open_bound = bound[:, open_groups]
         in_window = (open_bound >= level) & (open_bound < level + LEVEL_WINDOW)
         for b in np.flatnonzero(in_window.any(axis=1)):
             ids, block_texts = blocks[b]
-            cand = open_rows[in_window[b]]
-            cand_bound = open_bound[b, in_window[b]]
+            picked = np.flatnonzero(in_window[b])
+            sizes = group_size[picked]
+            at = np.repeat(group_start[picked] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+            cand, cand_bound = by_group[at], np.repeat(open_bound[b, picked], sizes)
             active = cand[(g_d[cand] > cand_bound) | ((g_d[cand] == cand_bound) & (g_id[cand] > block_first[b]))]
             per_call = max(1, _CHUNK_CELLS // len(ids))
             for start in range(0, active.size, per_call):
@@ -380,20 +501,16 @@ def _class_signatures(t_class: np.ndarray, t_off: np.ndarray, used: np.ndarray) 
 _CLASSES = (0x3000 >> 7) + _N_ASCII + (0x10FFFF >> 12) + 1
 
 
-def _block_bounds(q_class, q_off, rows, used, block_len, block_classes) -> np.ndarray:
-    """int16 [blocks, queries]: a lower bound on the distance between every target of a block and each query.
+def _block_bounds(q_len, counts, used, block_len, block_classes) -> np.ndarray:
+    """int16 [blocks, query groups]: a lower bound on the distance between every target of a block and a
+    query of length q_len with counts[:, c] characters of class used[c].
 
     A block's targets all have length L_t and characters from exactly one set S of classes. Characters
     match only within a class, so a query of length L_q shares at most m characters with any of them (m:
     its characters whose class is in S), and each target keeps at least one character in every class of S
     the query lacks (o of them): the distance is at least max(L_q, L_t) - min(m, L_t - o).
     """
-    q_len = np.diff(q_off)[rows]
-    owner = np.repeat(np.arange(len(q_off) - 1), np.diff(q_off))
-    keep = q_class >= 0
-    counts = np.zeros((len(q_off) - 1, len(used)), dtype=np.float32)
-    np.add.at(counts, (owner[keep], np.searchsorted(used, q_class[keep])), 1.0)
-    counts = counts[rows]
+    counts = counts.astype(np.float32)
     member = np.zeros((len(used), len(block_classes)), dtype=np.float32)
     block_size = np.zeros(len(block_classes), dtype=np.int64)
     for b, entry in enumerate(block_classes):
@@ -403,9 +520,9 @@ def _block_bounds(q_class, q_off, rows, used, block_len, block_classes) -> np.nd
         classes, others = entry
         block_size[b] = len(classes) + others
         member[np.searchsorted(used, classes), b] = 1.0
-    bound = np.empty((len(block_classes), len(rows)), dtype=np.int16)
+    bound = np.empty((len(block_classes), len(q_len)), dtype=np.int16)
     step = max(1, (1 << 24) // max(1, len(block_classes)))
-    for a in range(0, len(rows), step):
+    for a in range(0, len(q_len), step):
         matchable = (counts[a:a + step] @ member).astype(np.int64)
         outside = block_size[None, :] - ((counts[a:a + step] > 0).astype(np.float32) @ member).astype(np.int64)
         outside[:, block_size < 0] = 0
