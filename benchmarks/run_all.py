@@ -10,7 +10,7 @@ import sys
 from benchmarks.common import RESULTS
 
 BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer",
-              "bench_tokenizers"]
+              "bench_tokenizers", "bench_flower"]
 
 
 def table() -> str:
@@ -38,6 +38,15 @@ def table() -> str:
     for r in rounds:
         lines.append(f"| round {r['round']} wall / model compute | {r['wall_s']} s | {r['model_compute_s']} s | "
                      f"{r['wall_over_compute']} | <=1.10 |")
+    if (RESULTS / "flower.json").is_file():
+        flower = load("flower")
+        local = flower[0]
+        for f in flower[1:]:
+            loads = max(f["model_loads_per_client"].values())
+            lines.append(f"| Flower round ({f['way']}; {f['threads_per_party']} thread a party), wall / model compute; "
+                         f"model loads per client | {f['wall_over_compute']} ({f['round_wall_s']} s); {loads} | "
+                         f"local {local['wall_over_compute']} ({local['round_wall_s']} s) | {f['ratio_to_local']}x local | "
+                         f"<=1.15x; 1 |")
     if (RESULTS / "trainer.json").is_file():
         t = load("trainer")[0]
         lines.append(f"| training call ({t['steps_per_call']} steps, SmolLM2-135M) | {t['fedmkt_loop_s_per_call']:.2f} s | "

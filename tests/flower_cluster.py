@@ -24,8 +24,12 @@ def free_port() -> int:
 
 
 class FlowerCluster:
-    def __init__(self, tmp: Path, tls: dict | None = None, superlink_args: tuple = (), supernode_args: dict | None = None):
+    def __init__(self, tmp: Path, tls: dict | None = None, superlink_args: tuple = (), supernode_args: dict | None = None,
+                 resident: bool = True):
+        """resident: each SuperNode's messages served by one `fedmkt flower-clientapp` process (its model loaded
+        once); otherwise Flower's default, a `flwr-clientapp` process per message."""
         self.tmp = tmp
+        self.resident = resident
         self.port = free_port()
         self.home = tmp / "flwr-home"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -69,7 +73,16 @@ class FlowerCluster:
         args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
                 "--node-config", config, *self.supernode_args.get(name, ())]
         args += ["--root-certificates", str(self.tls["ca"])] if self.tls else ["--insecure"]
+        if self.resident:
+            args += ["--isolation", "process"]
         self._start(f"supernode-{name}", args)
+        if self.resident:
+            self.start_resident(name)
+
+    def start_resident(self, name: str) -> None:
+        """The process that serves every message of SuperNode `name` (`fedmkt flower-clientapp`)."""
+        self._start(f"resident-{name}", [str(BIN / "fedmkt"), "flower-clientapp", "--runtime-api-address",
+                                         f"127.0.0.1:{self.ports[f'supernode-{name}']}", "--insecure"])
 
     def run(self, config: dict, resume: bool = False, phase_timeout: float = 120, join_timeout: float = 90) -> str:
         path = self.tmp / f"{config['run_name']}.yaml"
@@ -84,12 +97,16 @@ class FlowerCluster:
         """Kill a component with the apps it runs (Flower starts those in sessions of their own)."""
         import psutil
 
+        if key.startswith("supernode-") and f"resident-{key[len('supernode-'):]}" in self.procs:
+            self.kill(f"resident-{key[len('supernode-'):]}")  # a node's executor goes down with it
         proc = self.procs.pop(key)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(timeout=30)
+        if key not in self.ports:
+            return
         address = f"127.0.0.1:{self.ports[key]}"
         app = "flwr-serverapp" if key == "superlink" else "flwr-clientapp"
         for other in psutil.process_iter(["cmdline"]):
@@ -115,7 +132,8 @@ class FlowerCluster:
 
     def stop(self) -> None:
         for key in list(self.procs):
-            self.kill(key)
+            if key in self.procs:  # a node's executor went with its node
+                self.kill(key)
 
 
 def metrics(run_dir: Path) -> dict:

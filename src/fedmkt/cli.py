@@ -151,5 +151,19 @@ def align(sender: str = typer.Argument(..., help="sender model source"),
         console.print(f"  {s_text[i]!r} -> {r_text[vmap.target_ids[i]]!r} (distance {vmap.distances[i]})")
 
 
+@app.command("flower-clientapp")
+def flower_clientapp(
+        runtime_api_address: str = typer.Option("127.0.0.1:9094", help="the SuperNode's Runtime API (its --port)"),
+        insecure: bool = typer.Option(False, help="talk to the Runtime API without TLS (loopback)"),
+        root_certificates: Optional[Path] = typer.Option(None, help="CA certificate of the Runtime API's TLS")) -> None:
+    """Serve every ClientApp message of a SuperNode started with --isolation process from this one process,
+    so a client loads its model once per run instead of once per message."""
+    from fedmkt.federation.resident import ResidentExecutor
+
+    if not insecure and root_certificates is None:
+        _fail(ValueError("give --root-certificates for a TLS Runtime API, or --insecure on loopback"))
+    ResidentExecutor(runtime_api_address, insecure, str(root_certificates) if root_certificates else None).serve()
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

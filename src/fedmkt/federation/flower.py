@@ -3,10 +3,12 @@
 The ServerApp runs the same Coordinator as `fedmkt run`, with a transport that sends each phase as
 Flower messages through the Grid (one message per client, all in flight at once, a timeout per
 phase). The ClientApp serves each message with the same ClientRuntime as the local runner; it keeps
-its party in memory while its process lives (flwr 1.42's default isolation starts a process per
-message, which then reloads the model) and its adapters in a local store, so a restarted client
-process, or a server resuming from its checkpoint, continues from the last completed round. Phases
-map to Flower message types through `Phase` (protocol.py): the ClientApp registers one handler each.
+its party in memory while its process lives and its adapters in a local store, so a restarted client
+process, or a server resuming from its checkpoint, continues from the last completed round. Flower
+1.42 starts a process per message (each reloads the model) unless the SuperNode runs with
+`--isolation process` and `fedmkt flower-clientapp` (resident.py) serves its messages: then a client
+loads its model once per run. Phases map to Flower message types through `Phase` (protocol.py): the
+ClientApp registers one handler each.
 
 Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   config         path of the FedMKT YAML on the server machine (default: the embedded default)
@@ -27,6 +29,7 @@ Node config (`flower-supernode --node-config`):
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -223,10 +226,20 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         store = child(Path(str(node.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
         seed_everything(config.seed)
         _RUNTIMES.clear()
+        started = time.perf_counter()
         runtime = make_client(config, name, federated_split(config, clients=[name]), store)
+        _note_load(store, time.perf_counter() - started)
         runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
         _RUNTIMES[key] = runtime
     return _RUNTIMES[key]
+
+
+def _note_load(store: Path, seconds: float) -> None:
+    """One line per client built (model loaded) in `loads.jsonl` of the node's run store: how many processes
+    built this client in a run, and what each build cost (benchmarks/bench_flower.py counts them)."""
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / "loads.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps({"pid": os.getpid(), "seconds": round(seconds, 3), "at": time.time()}) + "\n")
 
 
 @client_app.query("who")
