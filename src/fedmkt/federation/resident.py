@@ -15,6 +15,11 @@ per FAB, so fedmkt's ClientApp keeps its loaded model and party from one message
 
 If this process dies, start it again: the client reloads its adapters from its node store, exactly as
 a restarted `flwr-clientapp` would.
+
+Each task runs in a thread of its own, and only the app call holds a lock: a SuperNode can leave a task
+pending whose message it never received (a message of a run stopped while being pulled), and pulling
+that task's input waits forever. Flower's SuperExec loses one process to it; here it would otherwise
+stop every later task.
 """
 
 from __future__ import annotations
@@ -41,14 +46,15 @@ from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, 
 
 
 class ResidentExecutor:
-    """Acquires the ClientApp tasks of one SuperNode and runs them, one after another, in this process."""
+    """Acquires the ClientApp tasks of one SuperNode and runs them in this process."""
 
     def __init__(self, runtime_api_address: str, insecure: bool, root_certificates: str | None = None,
                  poll_interval: float = 0.05):
         self.address, self.insecure, self.poll_interval = runtime_api_address, insecure, poll_interval
         self.certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
         self.apps: dict[str, ClientApp] = {}  # by FAB hash: loaded once, kept with their module state
-        self.tasks_run = 0
+        self.app_lock = threading.Lock()  # one app call at a time: a client's party is not shared by threads
+        self.tasks_acquired = 0
 
     def _client(self, *interceptors) -> RuntimeHttpClient:
         return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=self.insecure,
@@ -56,16 +62,18 @@ class ResidentExecutor:
                                                      interceptors=list(interceptors),
                                                      retry_invoker=make_simple_http_retry_invoker())
 
-    def serve(self, stop: threading.Event | None = None, max_tasks: int | None = None) -> None:
-        """Run tasks until `stop` is set or `max_tasks` have run (forever by default)."""
+    def serve(self, stop: threading.Event | None = None) -> None:
+        """Acquire and run tasks until `stop` is set (forever by default)."""
         stop = stop or threading.Event()
         acquirer = self._client(RuntimeVersionHttpInterceptor(component_name="SuperExec"))
         log(INFO, "fedmkt resident ClientApp executor on %s", self.address)
         try:
-            while not stop.is_set() and (max_tasks is None or self.tasks_run < max_tasks):
+            while not stop.is_set():
                 reply = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
                 if reply.HasField("task") and reply.token:
-                    self.run_task(reply.token)
+                    self.tasks_acquired += 1
+                    threading.Thread(target=self.run_task, args=(reply.token,), daemon=True,
+                                     name=f"task-{reply.task.task_id}").start()
                 else:
                     stop.wait(self.poll_interval)
         finally:
@@ -83,8 +91,9 @@ class ResidentExecutor:
         status, details = SubStatus.FAILED, "ClientApp task failed for an unknown reason"
         try:
             message, context, run, fab = pull_task_input(client)
-            reply = self._app(run.fab_id, run.fab_version, fab.hash_str, fab.content)(message=message,
-                                                                                       context=context)
+            with self.app_lock:
+                app = self._app(run.fab_id, run.fab_version, fab.hash_str, fab.content)
+                reply = app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as error:  # the task fails, the executor stays: the next message may succeed
             code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION if isinstance(error, LoadClientAppError) \
@@ -102,7 +111,6 @@ class ResidentExecutor:
             push_task_output(client, context, status, details)
             heartbeat.stop()
             client.close()
-            self.tasks_run += 1
 
     def _app(self, fab_id: str, fab_version: str, fab_hash: str, content: bytes) -> ClientApp:
         if fab_hash not in self.apps:
