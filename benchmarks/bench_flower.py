@@ -48,7 +48,7 @@ def row(way: str, run_dir: Path, nodes: Path | None, started: float) -> dict:
     return {"benchmark": "flower_round", "way": way, "examples": SIZE, "round_wall_s": round(timing["wall_s"], 2),
             "model_compute_s": round(timing["model_compute_s"], 2),
             "wall_over_compute": round(timing["overhead_ratio"], 3),
-            "model_loads_per_client": loads or {c: 1 for c in CLIENTS},  # local: each party built once
+            "model_loads_per_client": loads or None,  # counted on Flower nodes only
             "threads_per_party": int(THREADS), "run_s": round(time.perf_counter() - started, 1)}
 
 

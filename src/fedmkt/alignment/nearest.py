@@ -265,23 +265,23 @@ def _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, shift, low_bits,
 
 def _near_search(q_chars, q_off, t_chars, t_off, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact nearest target for queries within `radius`; NO_MATCH (id -1) for the others."""
-    n_targets = len(t_off) - 1
-    low_bits = max(1, (n_targets - 1).bit_length()) + _K_BITS
-    starts = np.zeros(n_targets + 1, dtype=np.int64)
-    np.cumsum(_variants_per_string(np.diff(t_off), radius), out=starts[1:])
-    keys = _index_keys(t_chars, t_off, radius, starts, low_bits)
-    bucket_bits = int(min(max(8, int(len(keys)).bit_length() - 2), 64 - low_bits))  # ~2-4 keys a bucket
-    keys, bucket_starts = _bucket_sort(keys, 64 - bucket_bits)
+    keys, bucket_starts, shift, low_bits = _deletion_index(t_chars, t_off, radius)
     best_id, best_d = _no_match(len(q_off) - 1)
-    _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, 64 - bucket_bits, low_bits, radius,
-           best_id, best_d)
+    _probe(q_chars, q_off, t_chars, t_off, keys, bucket_starts, shift, low_bits, radius, best_id, best_d)
     return best_id, best_d
 
 
-def _bucket_sort(keys: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted keys and where each bucket (the top 64 - shift bits) starts: [2^(64 - shift) + 1]."""
+def _deletion_index(chars, offsets, radius: int):
+    """The strings' variants with at most `radius` deletions as sorted keys (_index_keys), where each bucket
+    of keys starts, the shift that gives a hash's bucket, and the low bits that hold string id and deletions."""
+    n = len(offsets) - 1
+    low_bits = max(1, (n - 1).bit_length()) + _K_BITS
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(_variants_per_string(np.diff(offsets), radius), out=starts[1:])
+    keys = _index_keys(chars, offsets, radius, starts, low_bits)
+    bucket_bits = int(min(max(8, int(len(keys)).bit_length() - 2), 64 - low_bits))  # ~2-4 keys a bucket
     keys.sort()
-    return keys, _bucket_starts(keys, shift)
+    return keys, _bucket_starts(keys, 64 - bucket_bits), 64 - bucket_bits, low_bits
 
 
 @numba.njit(cache=True)
@@ -295,6 +295,14 @@ def _bucket_starts(sorted_keys, shift):
     return starts
 
 
+def _subset(chars: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The code points and offsets of strings `rows` alone, in that order."""
+    lengths = offsets[1:][rows] - offsets[:-1][rows]
+    sub_off = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=sub_off[1:])
+    return chars[np.repeat(offsets[:-1][rows] - sub_off[:-1], lengths) + np.arange(sub_off[-1])], sub_off
+
+
 # ---- middle search: the index over the remaining queries, all targets streamed through it ----
 
 def _query_index_search(q_chars, q_off, rows, t_chars, t_off, known: int, best_id, best_d) -> np.ndarray:
@@ -306,8 +314,8 @@ def _query_index_search(q_chars, q_off, rows, t_chars, t_off, known: int, best_i
     longer bounded by an index in memory but by the time to enumerate its variants.
     """
     q_len, t_len = np.diff(q_off)[rows], np.diff(t_off)
+    indexed = q_len <= _LONGEST_INDEXED
     for radius in range(MAX_MIDDLE_RADIUS, known, -1):
-        indexed = q_len <= _LONGEST_INDEXED
         compatible = np.zeros(max(int(t_len.max()), _LONGEST_INDEXED) + radius + 1, dtype=bool)
         for length in np.unique(q_len[indexed]).tolist():
             compatible[max(0, length - radius):length + radius + 1] = True
@@ -318,18 +326,11 @@ def _query_index_search(q_chars, q_off, rows, t_chars, t_off, known: int, best_i
     else:
         return rows
     sub = rows[indexed]
-    sub_chars = np.concatenate([q_chars[q_off[i]:q_off[i + 1]] for i in sub.tolist()]) if sub.size else q_chars[:0]
-    sub_off = np.zeros(sub.size + 1, dtype=np.int64)
-    np.cumsum(q_len[indexed], out=sub_off[1:])
-    low_bits = max(1, (sub.size - 1).bit_length()) + _K_BITS
-    starts = np.zeros(sub.size + 1, dtype=np.int64)
-    np.cumsum(_variants_per_string(q_len[indexed], radius), out=starts[1:])
-    keys = _index_keys(sub_chars, sub_off, radius, starts, low_bits)
-    bucket_bits = int(min(max(8, int(len(keys)).bit_length() - 2), 64 - low_bits))
-    keys, bucket_starts = _bucket_sort(keys, 64 - bucket_bits)
+    sub_chars, sub_off = _subset(q_chars, q_off, sub)
+    keys, bucket_starts, shift, low_bits = _deletion_index(sub_chars, sub_off, radius)
     n_chunks = max(1, min(len(streamed), numba.get_num_threads()))
-    local_id, local_d = _probe_targets(t_chars, t_off, streamed, sub_chars, sub_off, keys, bucket_starts,
-                                       64 - bucket_bits, low_bits, radius, known + 1, n_chunks)
+    local_id, local_d = _probe_targets(t_chars, t_off, streamed, sub_chars, sub_off, keys, bucket_starts, shift,
+                                       low_bits, radius, known + 1, n_chunks)
     # Each chunk visited its targets in ascending id order; across chunks the lowest (distance, id) wins.
     rank = np.where(local_id >= 0, local_d * (len(t_len) + 1) + local_id, np.iinfo(np.int64).max)
     pick = rank.argmin(axis=0)
@@ -395,8 +396,7 @@ def _far_search(texts, q_chars, q_off, rows, targets, t_chars, t_off, sentinel, 
     """
     t_len, q_len = np.diff(t_off), np.diff(q_off)[rows]
     owner = np.repeat(np.arange(len(rows)), q_len)
-    where = np.repeat(q_off[rows] - np.r_[0, np.cumsum(q_len)[:-1]], q_len) + np.arange(owner.size)
-    row_chars = q_chars[where]
+    row_chars, _ = _subset(q_chars, q_off, rows)
     row_class = np.where(row_chars == sentinel, -1, _char_classes(row_chars))  # a folded character matches nothing
     used = np.unique(row_class[row_class >= 0])
     if len(rows) >= _FEW_QUERIES:
