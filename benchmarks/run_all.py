@@ -31,10 +31,23 @@ def table() -> str:
     m = memory[0]
     lines.append(f"| KD step peak memory over SFT step ({m['model']}) | {m['sparse_kd_mib']} MiB | "
                  f"{m['dense_kd_mib']} MiB dense (SFT {m['sft_mib']} MiB) | {m['sparse_over_sft']} vs {m['dense_over_sft']} | <=1.15 |")
-    w = wire[0]
-    lines.append(f"| bytes per client per round | {w['ours_bytes']} | {w['reference_layout_pickle_bytes']} reference layout; "
-                 f"{w['like_for_like_pickle_bytes']} same positions | {w['ratio_reference']}x; {w['ratio_like_for_like']}x "
-                 f"smaller | >=5x |")
+    packets = [w for w in wire if w["benchmark"] == "bytes_per_party_round"]
+    w = packets[0]
+    lines.append(f"| bytes per client per round (8-bit log-probs, xz) | {w['bits8_xz_bytes']} | "
+                 f"{w['reference_layout_pickle_bytes']} reference layout; {w['like_for_like_pickle_bytes']} same "
+                 f"positions | {w['ratio_reference']}x; {w['bits8_xz_ratio']}x smaller | >=5x |")
+    for w in packets:
+        lines.append(f"| packet of the {w['sender']}: float16 plain / float16 xz / 8-bit plain / 8-bit xz | "
+                     f"{w['bits16_plain_bytes']} / {w['bits16_xz_bytes']} / {w['bits8_plain_bytes']} / "
+                     f"{w['bits8_xz_bytes']} | {w['like_for_like_pickle_bytes']} same positions | "
+                     f"{w['bits16_plain_ratio']}x / {w['bits16_xz_ratio']}x / {w['bits8_plain_ratio']}x / "
+                     f"{w['bits8_xz_ratio']}x | >=5x |")
+    for e in (w for w in wire if w["benchmark"] == "bits8_vs_bits16_one_round"):
+        low, high = e["interval95"]
+        lines.append(f"| one round, 8-bit vs float16 packets: {e['party']} accuracy ({e['questions']} questions; "
+                     f"{e['questions_changed']} changed; selection identical: {e['selection_identical']}) | "
+                     f"{e['acc_bits8']} | {e['acc_bits16']} | {e['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | "
+                     f"interval covers 0 |")
     for r in rounds:
         lines.append(f"| round {r['round']} wall / model compute | {r['wall_s']} s | {r['model_compute_s']} s | "
                      f"{r['wall_over_compute']} | <=1.10 |")

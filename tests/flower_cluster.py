@@ -53,10 +53,12 @@ class FlowerCluster:
         self.procs[key] = proc
         return proc
 
-    def start_superlink(self) -> None:
+    def start_superlink(self, simulation: bool = False) -> None:
+        """simulation: Flower's Simulation Engine runs the clients (no SuperNodes; `run(..., supernodes=N)`)."""
         # A database file keeps node registrations across a SuperLink restart, as a deployment would.
         args = [str(BIN / "flower-superlink"), "--port", str(self.port), "--disable-runtime-dependency-installation",
                 "--database", str(self.tmp / "superlink.db"), *self.superlink_args]
+        args += ["--simulation"] if simulation else []
         if self.tls:
             args += ["--ssl-certfile", str(self.tls["cert"]), "--ssl-keyfile", str(self.tls["key"]),
                      "--ssl-ca-certfile", str(self.tls["ca"])]
@@ -70,7 +72,9 @@ class FlowerCluster:
         port = free_port()
         self.ports[f"supernode-{name}"] = port
         config = f'name="{claim or name}" state-dir="{self.tmp / "nodes" / name}" {node_config}'.strip()
-        args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
+        # Flower's SuperNode with its 3 s idle poll shortened (tests/fast_supernode.py says why).
+        args = [sys.executable, str(ROOT / "tests" / "fast_supernode.py"), "--superlink", f"127.0.0.1:{self.port}",
+                "--port", str(port),
                 "--node-config", config, *self.supernode_args.get(name, ())]
         args += ["--root-certificates", str(self.tls["ca"])] if self.tls else ["--insecure"]
         if self.resident:
@@ -84,12 +88,15 @@ class FlowerCluster:
         self._start(f"resident-{name}", [str(BIN / "fedmkt"), "flower-clientapp", "--runtime-api-address",
                                          f"127.0.0.1:{self.ports[f'supernode-{name}']}", "--insecure"])
 
-    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120, join_timeout: float = 90) -> str:
+    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120, join_timeout: float = 90,
+            supernodes: int | None = None) -> str:
+        """Submit a run; `supernodes`: how many clients the Simulation Engine simulates (simulation SuperLink)."""
         path = self.tmp / f"{config['run_name']}.yaml"
         path.write_text(yaml.safe_dump(config))
         overrides = f'config="{path}" resume={str(resume).lower()} phase-timeout={float(phase_timeout)} join-timeout={float(join_timeout)}'
-        out = subprocess.run([str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local", "--run-config", overrides],
-                             env=self.env, capture_output=True, text=True, timeout=120)
+        args = [str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local", "--run-config", overrides]
+        args += ["--federation-config", f"num-supernodes={supernodes}"] if supernodes else []
+        out = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120)
         assert "Successfully started run" in out.stdout, out.stdout + out.stderr
         return out.stdout
 

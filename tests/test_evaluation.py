@@ -17,7 +17,8 @@ def test_letter_fast_path_equals_the_general_scorer(tiny, mmlu, monkeypatch):
     monkeypatch.setattr(evaluation, "_single_token_letters", lambda tok, count: None)
     slow = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 3, scoring="letter")
     assert fast == slow and fast["n"] == 12
-    assert set(fast) == {"acc", "n"}  # no acc_norm that would only repeat acc
+    assert set(fast) == {"acc", "n", "per_question"}  # no acc_norm that would only repeat acc
+    assert len(fast["per_question"]) == 12 and sum(fast["per_question"]) / 12 == pytest.approx(fast["acc"])
 
 
 def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):
@@ -38,6 +39,7 @@ def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):
 
     result = evaluation.evaluate_multiple_choice(SaysB(), tiny.tokenizer, questions, 256, 4, scoring="letter")
     assert result["acc"] == pytest.approx(sum(q.answer == 1 for q in questions) / 40)
+    assert result["per_question"] == [float(q.answer == 1) for q in questions]  # in the set's order
 
 
 def test_text_scoring_ranks_choices_by_summed_and_length_normalised_log_likelihood(tiny, mmlu):

@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -36,16 +37,15 @@ def assert_same_rounds(ours: dict, reference: dict, rounds: int) -> None:
             assert a["evaluation"][party]["mean"]["acc"] == pytest.approx(evaluation["mean"]["acc"]), (r, party)
 
 
-@pytest.fixture(scope="module")
-def local_reference(tmp_path_factory, mmlu):
-    out = tmp_path_factory.mktemp("local")
-    run_dir = LocalFederation(parse_config(tiny_config(out, "ref")), questions=mmlu).run()
-    return metrics(run_dir)
+def run_locally(config: dict, out: Path, mmlu) -> dict:
+    """The same federation with the local runner (the tests run it while Flower's processes mostly wait on
+    their message polls)."""
+    return metrics(LocalFederation(parse_config({**config, "output_dir": str(out)}), questions=mmlu).run())
 
 
 def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, tmp_path):
     run_dir = tmp_path / "runs" / "kill"
-    cluster.run(tiny_config(tmp_path / "runs", "kill", rounds=1), phase_timeout=30)  # a tiny phase: a few seconds
+    cluster.run(tiny_config(tmp_path / "runs", "kill", rounds=1), phase_timeout=20)  # a tiny phase: a few seconds
     shared = tmp_path / "nodes" / "hum" / "kill" / "latest" / "hum" / "state.json"
     cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == Phase.SHARE.value, 300,
                  "client 'hum' to share its knowledge")
@@ -57,10 +57,11 @@ def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, t
     assert "stem" in record["evaluation"] and "hum" not in record["evaluation"]
 
 
-def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(cluster, tmp_path, local_reference):
+def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(cluster, tmp_path, mmlu):
     run_dir = tmp_path / "runs" / "resume"
     config = tiny_config(tmp_path / "runs", "resume")
     cluster.run(config)
+    local_reference = run_locally(config, tmp_path / "local", mmlu)
     checkpoint = run_dir / "checkpoint" / "state.json"
     cluster.wait(lambda: checkpoint.is_file() and json.loads(checkpoint.read_text())["completed_round"] == 1, 300,
                  "round 1 checkpoint")
@@ -86,11 +87,67 @@ def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(clust
         assert len(loads) == (2 if client == "stem" else 1), loads
 
 
-def test_identities_bound_to_keys_and_a_wrong_model_over_tls(tmp_path):
-    """TLS and SuperNode auth; a registered node claiming another client's name is refused, and a client
-    started with the wrong model sends a packet the server drops: the round completes with the rest."""
-    from tests.flower_cluster import self_signed_tls, supernode_keys
+def eight_clients(out, run_name: str) -> dict:
+    config = tiny_config(out, run_name, rounds=1)
+    domains = ("stem", "humanities", "social_sciences", "other")
+    config["clients"] = [{"name": f"c{i}", "model": {"source": "tiny:smollm2-135m-instruct"}, "domains": [domains[i % 4]]}
+                         for i in range(8)]
+    return config
 
+
+def test_eight_simulated_clients_equal_the_local_runner(tmp_path, mmlu):
+    """Flower's Simulation Engine: the same ServerApp and ClientApp, node i is client i of the config; each
+    client's model is loaded once by the simulation's worker, and the round equals the local runner's."""
+    cluster = FlowerCluster(tmp_path)
+    run_dir = tmp_path / "runs" / "sim"
+    try:
+        cluster.start_superlink(simulation=True)
+        config = eight_clients(tmp_path / "runs", "sim")
+        cluster.run(config, supernodes=8)
+        local = run_locally(config, tmp_path / "local", mmlu)
+        cluster.wait(finished(run_dir, 1), 300, "8 simulated clients to finish a round")
+    finally:
+        cluster.stop()
+    record = metrics(run_dir)["rounds"][0]
+    assert not record["dropped"] and set(record["kd_loss"]) == {"server", *(f"c{i}" for i in range(8))}
+    assert_same_rounds(metrics(run_dir), local, 1)
+    for i in range(8):  # the clients' stores live beside the run on the simulating machine
+        assert (run_dir / "nodes" / "sim" / "round-1" / f"c{i}" / "adapter_model.safetensors").is_file()
+    loads = (run_dir / "nodes" / "sim" / "loads.jsonl").read_text().splitlines()
+    assert len(loads) == 8, loads  # one worker (2 CPUs a client on 2 cores): each client built once
+
+
+def test_a_simulated_node_is_the_client_of_its_partition():
+    from flwr.app import Context, RecordDict
+
+    from fedmkt.federation.flower import _node_name
+
+    config = parse_config(tiny_config(Path("runs")))
+    def node(config_of_node: dict) -> Context:
+        return Context(run_id=1, node_id=5, node_config=config_of_node, state=RecordDict(), run_config={})
+
+    assert _node_name(node({"partition-id": 1, "num-partitions": 2}), config) == "hum"
+    assert _node_name(node({"name": "stem", "partition-id": 1}), config) == "stem"  # a SuperNode's own word wins
+    with pytest.raises(ValueError, match="num-supernodes=2"):
+        _node_name(node({"partition-id": 2, "num-partitions": 3}), config)
+
+
+def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
+    """Production shape. TLS and SuperNode authentication: a registered node claiming another client's name is
+    refused, and a client started with the wrong model sends a packet the server drops; the round completes
+    with the rest. Each SuperNode reads its private file from a folder named only in its own node config: the
+    server's config names no private path, and nothing the server writes (run folder, logs) holds a private
+    example."""
+    from tests.flower_cluster import self_signed_tls, supernode_keys
+    from tests.test_own_data import EXAMPLE, write_jsonl
+
+    private = {}
+    for name in ("stem", "hum"):
+        rows = [{"prompt": f"Ticket {name}-{i}: the printer on floor {i} jams.", "response": f"Clear tray {i} for {name}."}
+                for i in range(8)]
+        private[name] = write_jsonl(tmp_path / f"home-{name}" / "notes.jsonl", rows)
+    held_out = write_jsonl(tmp_path / "home-stem" / "held-out.jsonl",
+                           [{"prompt": f"Ticket stem-x{i}: no paper.", "response": "Refill it."} for i in range(2)])
     tls = self_signed_tls(tmp_path / "tls")
     keys = {name: supernode_keys(tmp_path / "tls", name) for name in ("stem", "hum", "spoof")}
     cluster = FlowerCluster(tmp_path, tls=tls, superlink_args=("--enable-supernode-auth",),
@@ -101,53 +158,25 @@ def test_identities_bound_to_keys_and_a_wrong_model_over_tls(tmp_path):
             registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
                                         env=cluster.env, capture_output=True, text=True, timeout=60)
             assert registered.returncode == 0, registered.stdout + registered.stderr
-        cluster.start_supernode("stem")
-        cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
-        cluster.start_supernode("hum", node_config='model="tiny:gemma3-270m"')  # not the config's tokenizer
-        config = tiny_config(tmp_path / "runs", "tls", rounds=1)
-        for client in config["clients"]:
-            client["public_key"] = str(keys[client["name"]][1])
-        cluster.run(config, phase_timeout=90, join_timeout=60)
-        run_dir = tmp_path / "runs" / "tls"
-        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with authenticated SuperNodes")
-        record = metrics(run_dir)["rounds"][0]
-        assert "stem" in record["kd_loss"] and set(record["selection"]["server"]) == {"self", "stem"}
-        assert "tokenizer mismatch" in record["dropped"]["hum"]
-        # Two nodes claimed "stem": without the key check neither would be accepted (and stem would have no
-        # kd_loss above); the spoofing node was refused and never served the run.
-        assert not (tmp_path / "nodes" / "spoof").exists() and (tmp_path / "nodes" / "stem").is_dir()
-    finally:
-        cluster.stop()
-
-
-def test_private_data_stays_on_its_node(tmp_path):
-    """Each SuperNode reads its private file from a folder named only in its own node config: the server's
-    config names no private path, and nothing the server writes (run folder, logs) holds a private example."""
-    from tests.test_own_data import EXAMPLE, write_jsonl
-
-    private = {}
-    for name in ("stem", "hum"):
-        rows = [{"prompt": f"Ticket {name}-{i}: the printer on floor {i} jams.", "response": f"Clear tray {i} for {name}."}
-                for i in range(8)]
-        private[name] = write_jsonl(tmp_path / f"home-{name}" / "notes.jsonl", rows)
-    held_out = write_jsonl(tmp_path / "home-stem" / "held-out.jsonl",
-                           [{"prompt": f"Ticket stem-x{i}: no paper.", "response": "Refill it."} for i in range(2)])
-    cluster = FlowerCluster(tmp_path)
-    try:
-        cluster.start_superlink()
         cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}"')
-        cluster.start_supernode("hum", node_config=f'private-data="{private["hum"]}"')
+        cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
+        cluster.start_supernode("hum", node_config=f'private-data="{private["hum"]}" model="tiny:gemma3-270m"')
         config = tiny_config(tmp_path / "runs", "own", rounds=1)
         for client in config["clients"]:
             del client["domains"]  # the server's config says nothing of the clients' data
+            client["public_key"] = str(keys[client["name"]][1])
         config["data"] = {"public": {"source": str(EXAMPLE / "public.jsonl"), "size": 6},
                           "evaluation": {"quiz": {"source": str(EXAMPLE / "quiz.jsonl"), "size": 3}}}
-        started = cluster.run(config, phase_timeout=120)
+        started = cluster.run(config, phase_timeout=90, join_timeout=60)
         run_dir = tmp_path / "runs" / "own"
-        cluster.wait(finished(run_dir, 1), 420, "one round with node-local private data")
+        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with node-local private data")
         record = metrics(run_dir)["rounds"][0]
-        assert not record["dropped"] and {"server", "stem", "hum"} <= set(record["kd_loss"])
-        assert record["evaluation"]["stem"]["own"]["n"] == 2 and "own" not in record["evaluation"]["hum"]
+        assert "stem" in record["kd_loss"] and set(record["selection"]["server"]) == {"self", "stem"}
+        assert "tokenizer mismatch" in record["dropped"]["hum"]  # hum's node runs a model of another tokenizer
+        # Two nodes claimed "stem": without the key check neither would be accepted (and stem would have no
+        # kd_loss above); the spoofing node was refused and never served the run.
+        assert not (tmp_path / "nodes" / "spoof").exists() and (tmp_path / "nodes" / "stem").is_dir()
+        assert record["evaluation"]["stem"]["own"]["n"] == 2
         written = [(path, path.read_text(errors="replace")) for path in run_dir.rglob("*")
                    if path.is_file() and path.suffix in (".json", ".yaml", ".md", ".log", ".txt")]
         written += [(log, log.read_text(errors="replace")) for log in tmp_path.glob("*.log")

@@ -16,13 +16,46 @@ def packet(n=3, k=4, vocab=100, seed=0):
                            topk_logprobs=logp.astype(np.float16))
 
 
-def test_round_trip_is_exact():
+@pytest.mark.parametrize("compress", [True, False])
+def test_round_trip_with_16_bit_log_probs_is_exact(compress):
     p = packet()
-    q = KnowledgePacket.from_bytes(p.to_bytes())
+    q = KnowledgePacket.from_bytes(p.to_bytes(logprob_bits=16, compress=compress))
     assert (q.sender, q.tokenizer, q.vocab_size, q.top_k) == ("c1", "abc", 100, 4)
     for name in ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs"):
         assert np.array_equal(getattr(p, name), getattr(q, name)), name
-    assert q.rows(1) == slice(int(p.offsets[1]), int(p.offsets[2]))
+    assert q.rows(1) == slice(int(p.offsets[1]), int(p.offsets[2])) and q.logprob_error == 0
+
+
+def test_8_bit_log_probs_are_within_half_a_step_of_the_sent_ones():
+    p = packet(n=20, k=16)
+    p.topk_logprobs = -np.sort(-p.topk_logprobs.astype(np.float32), axis=1).astype(np.float16)  # top-K order
+    p.topk_logprobs[0] = p.topk_logprobs[0, 0] - np.arange(16, dtype=np.float16) * 3  # a row spanning 45 nats
+    q = KnowledgePacket.from_bytes(p.to_bytes(logprob_bits=8))
+    for name in ("example_ids", "ce", "offsets", "topk_ids"):
+        assert np.array_equal(getattr(p, name), getattr(q, name)), name
+    sent, got = p.topk_logprobs.astype(np.float32), q.topk_logprobs
+    top = sent.max(axis=1, keepdims=True)
+    near = top - sent < 255 / 16  # within the 8-bit range below each row's top
+    assert np.abs(got - sent)[near].max() <= 1 / 32 + 1e-3 and q.logprob_error == 1 / 32
+    assert np.all(got[~near] >= sent[~near]) and np.allclose(got[~near], top.repeat(16, 1)[~near] - 255 / 16, atol=1e-2)
+
+
+def test_the_cross_entropy_bound_allows_for_8_bit_rounding():
+    """One position whose label is second in top-K, 0.0313 nat below the top: 8 bits round it down to a
+    whole step (1/16), which would raise the claimed CE's lower bound above the exact CE."""
+    from fedmkt.knowledge import Expected
+
+    logp = np.array([[-0.001, -0.0323, -3.0, -5.0]], dtype=np.float16)
+    ce = np.array([-float(logp[0, 1])], dtype=np.float32)  # exactly the label's NLL
+    p = KnowledgePacket(sender="c1", tokenizer="abc", vocab_size=100, example_ids=np.array([7]), ce=ce,
+                        offsets=np.array([0, 1]), topk_ids=np.array([[4, 9, 1, 2]], dtype=np.int32), topk_logprobs=logp)
+    expected = Expected(labels={7: np.array([9])}, top_k=4)
+    q = KnowledgePacket.from_bytes(p.to_bytes(logprob_bits=8))
+    assert q.topk_logprobs[0, 1] < logp[0, 1] - 0.02  # rounded down by nearly half a step
+    q.check(expected)
+    q.logprob_error = 0.0
+    with pytest.raises(PacketError, match="claims cross-entropy"):  # what the allowance prevents
+        q.check(expected)
 
 
 @pytest.mark.parametrize("corrupt, message", [
@@ -33,15 +66,30 @@ def test_round_trip_is_exact():
     (lambda p: p.offsets.__setitem__(1, 99), "offsets"),
     (lambda p: p.example_ids.__setitem__(1, 10), "duplicate"),
 ])
-def test_malformed_packets_are_rejected_by_name(corrupt, message):
+@pytest.mark.parametrize("bits", [8, 16])
+def test_malformed_packets_are_rejected_by_name(corrupt, message, bits):
     p = packet()
     corrupt(p)
     with pytest.raises(PacketError, match=message):
-        KnowledgePacket.from_bytes(p.to_bytes())
+        KnowledgePacket.from_bytes(p.to_bytes(logprob_bits=bits))
+
+
+def test_corrupted_or_oversized_compressed_packets_are_rejected():
+    import lzma
+
+    data = bytearray(packet().to_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the xz stream: its CRC or its decoder objects
+    with pytest.raises(PacketError, match="corrupted"):
+        KnowledgePacket.from_bytes(bytes(data))
+    with pytest.raises(PacketError, match="corrupted"):
+        KnowledgePacket.from_bytes(bytes(packet().to_bytes()[:-10]))
+    bomb = lzma.compress(b"\x00" * (64 << 20), format=lzma.FORMAT_XZ)  # ~10 kB that expand to 64 MiB
+    with pytest.raises(PacketError, match="expands past"):
+        KnowledgePacket.from_bytes(bomb)
 
 
 def test_corrupted_bytes_are_rejected():
-    data = bytearray(packet().to_bytes())
+    data = bytearray(packet().to_bytes(compress=False))
     with pytest.raises(PacketError, match="corrupted"):
         KnowledgePacket.from_bytes(bytes(data[:-7]))
     with pytest.raises(PacketError):
@@ -56,7 +104,7 @@ def test_other_safetensors_and_versions_are_rejected():
 
     with pytest.raises(PacketError, match="not a knowledge packet"):
         KnowledgePacket.from_bytes(save({"x": np.zeros(3)}))
-    blob = packet().to_bytes().replace(b'"version":"1"', b'"version":"9"')
+    blob = packet().to_bytes(compress=False).replace(b'"version":"2"', b'"version":"9"')
     with pytest.raises(PacketError, match="version 9"):
         KnowledgePacket.from_bytes(blob)
 

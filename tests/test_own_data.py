@@ -191,8 +191,9 @@ def test_the_example_runs_with_both_shapes_and_client_side_evaluation(tmp_path):
     final = metrics["rounds"][-1]
     assert not final["dropped"]
     server = final["evaluation"]["server"]
-    assert set(server["conversions"]) == {"rougeL", "exact_match", "n"} and server["conversions"]["n"] == 3
-    assert set(server["quiz"]) == {"acc", "n"}  # letter scoring: no acc_norm
+    assert set(server["conversions"]) == {"rougeL", "exact_match", "n", "per_question"} and server["conversions"]["n"] == 3
+    assert len(server["conversions"]["per_question"]) == 3
+    assert set(server["quiz"]) == {"acc", "n", "per_question"}  # letter scoring: no acc_norm
     metric = final["evaluation"]["metric"]
     assert metric["own"]["n"] == 3 and "own" not in metric["mean"]  # its own set, outside the shared means
     assert "own" not in final["evaluation"]["clock"]  # no eval file: nothing reported

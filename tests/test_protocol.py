@@ -7,15 +7,18 @@ from fedmkt.federation.protocol import (REPLIES, AdapterReply, ClientFailure, Di
 
 EXAMPLES = [ShareReply(1.5, b"\x00\x01", 0.25), PrivateReply(0.5, 2.0),
             DistillReply(2.0, 0.3, {"self": 0.25, "server": 0.75}, {"server": 0.9}),
-            EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4.0},
-                                "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2.0}}),
+            EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4.0, "per_question": [1.0, 0.0, 1.0, 0.0]},
+                                "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2.0,
+                                                                    "per_question": [0.4, 0.2]}}),
             AdapterReply(0.2, b"weights"), Reply(0.0)]
 
 
 @pytest.mark.parametrize("reply", EXAMPLES, ids=lambda r: type(r).__name__)
 def test_every_reply_round_trips_through_its_wire_form(reply):
     wire = reply.to_wire()
-    assert all(isinstance(v, (str, int, float, bytes)) for v in wire.values())  # what a ConfigRecord carries
+    # What a ConfigRecord carries: scalars, bytes, lists of floats.
+    assert all(isinstance(v, (str, int, float, bytes)) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
+               for v in wire.values())
     assert type(reply).from_wire(wire) == reply
 
 
@@ -34,6 +37,9 @@ def test_each_phase_has_a_reply_type_and_a_flower_message_type():
     (DistillReply, {"selected.self": 1.0}, "no 'loss'"),
     (PrivateReply, {"private_loss": 1.0, "compute_s": "fast"}, "'compute_s' is str"),
     (EvaluateReply, {"eval.stem": 0.5}, "names no metric"),
+    (EvaluateReply, {"eval.stem.n": 3.0, "eval.stem.per_question": [1.0, 0.0]}, "scores 2 questions but says n=3"),
+    (EvaluateReply, {"eval.stem.n": 2.0, "eval.stem.per_question": [1.0, 7.0]}, "scores in \\[0, 1\\]"),
+    (EvaluateReply, {"eval.stem.n": 1.0, "eval.stem.per_question": 1.0}, "'eval.stem.per_question' is float"),
     (PrivateReply, "not a record", "not a record"),
 ])
 def test_malformed_replies_are_refused_with_the_field_named(kind, wire, problem):

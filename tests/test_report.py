@@ -1,7 +1,7 @@
 """The grid report's claims compare matched cells only."""
 
 from fedmkt.config import parse_config
-from fedmkt.records import PartyScores, RoundRecord, RunMetrics, SplitSizes
+from fedmkt.records import PartyScores, RoundRecord, RunMetrics, SplitSizes, Timing
 from fedmkt.report import GridCell, claims_markdown
 
 SMOL = {"source": "smollm2-135m-instruct"}
@@ -34,8 +34,8 @@ def test_claims_pair_each_client_with_its_own_standalone_and_the_llm_with_its_ow
         cell("centralized-both", two, {"server": 0.6}, method="centralized"),
         cell("centralized-stem", {"stem": SMOL}, {"server": 0.7}, method="centralized"),
     ]
-    rows = [line for line in claims_markdown(cells, 60) if line.startswith("| ") and "claim" not in line[:8]]
-    pairs = {(r.split(" | ")[0][2:], r.split(" | ")[1]): r.split(" | ")[3] for r in rows}
+    rows = [line for line in claims_markdown(cells) if line.startswith("| ") and "claim" not in line[:8]]
+    pairs = {(r.split(" | ")[0][2:], r.split(" | ")[1]): r.split(" | ")[4] for r in rows}
     # The pruned client meets the pruned standalone, the SmolLM2 one the SmolLM2 standalone (the first
     # standalone cell, which an unmatched pairing would have taken for both).
     assert pairs[("FedMKT: SLM social beats standalone", "heterogeneous")] == "0.340 (standalone-pruned)"
@@ -51,3 +51,59 @@ def test_claims_pair_each_client_with_its_own_standalone_and_the_llm_with_its_ow
     assert ("LLM2SLM: SLM stem beats standalone", "llm2slm") in pairs
     assert not any(claim.startswith("FedMKT") and where == "llm2slm" for claim, where in pairs)
     assert not any("LLM beats" in claim and where == "llm2slm" for claim, where in pairs)
+
+
+def per_question(values: list[float], free_text: list[float] | None = None) -> PartyScores:
+    domains = {"stem": {"acc": sum(values) / len(values), "n": len(values), "per_question": values}}
+    if free_text:
+        domains["summaries"] = {"rougeL": sum(free_text) / len(free_text), "n": len(free_text),
+                                "per_question": free_text}
+    mean = {"acc": domains["stem"]["acc"], "score": domains["stem"]["acc"]}
+    if free_text:
+        mean["rougeL"] = domains["summaries"]["rougeL"]
+    return PartyScores(domains, mean)
+
+
+def test_every_claim_carries_its_paired_interval_and_a_verdict_from_it():
+    """The same 200 questions: a client that turns 30 wrong answers right beats its standalone (the interval
+    excludes 0); the LLM, which changes 4 answers each way, is within noise of its zero-shot; free-text
+    results are judged apart from accuracies."""
+    import numpy as np
+
+    base = np.random.default_rng(0).integers(0, 2, size=200).astype(float)
+    wrong = np.flatnonzero(base == 0)
+    right = np.flatnonzero(base == 1)
+    better = base.copy()
+    better[wrong[:30]] = 1.0
+    shuffled = base.copy()
+    shuffled[wrong[:4]], shuffled[right[:4]] = 1.0, 0.0
+    rouge = [0.2, 0.4, 0.3, 0.5]
+    ours = cell("fed", {"stem": SMOL}, {})
+    ours.metrics.zero_shot["server"] = per_question(list(base), rouge)
+    ours.metrics.rounds[0].evaluation = {"server": per_question(list(shuffled), [0.3, 0.5, 0.4, 0.6]),
+                                         "stem": per_question(list(better))}
+    alone = cell("alone", {"stem": SMOL}, {}, method="standalone")
+    alone.metrics.rounds[0].evaluation = {"stem": per_question(list(base))}
+    rows = {tuple(r.split(" | ")[:3]): r for r in claims_markdown([ours, alone]) if r.startswith("| FedMKT")}
+    slm = rows[("| FedMKT: SLM stem beats standalone", "fed", "accuracy (n=200)")]
+    assert "+0.150 [+0.1" in slm and slm.endswith("| holds |")
+    llm = rows[("| FedMKT: LLM beats its zero-shot", "fed", "accuracy (n=200)")]
+    assert "+0.000 [-0.0" in llm and "within noise" in llm
+    rouge_row = rows[("| FedMKT: LLM beats its zero-shot", "fed", "ROUGE-L (n=4)")]
+    assert "+0.100 [+0.100, +0.100]" in rouge_row and rouge_row.endswith("| holds |")
+
+
+def test_a_run_summary_shows_each_party_against_its_zero_shot_with_the_interval():
+    from fedmkt.summary import summary_markdown
+
+    zero = [0.0] * 50 + [1.0] * 50
+    after = [1.0] * 100  # every wrong answer turned right: +0.5, interval well clear of 0
+    run = cell("run", {"stem": SMOL}, {})
+    run.metrics.zero_shot = {"server": per_question(zero, [0.5, 0.5]), "stem": per_question(zero, [0.1, 0.3])}
+    run.metrics.rounds[0].evaluation = {"server": per_question(zero, [0.5, 0.5]), "stem": per_question(after, [0.1, 0.3])}
+    run.metrics.rounds[0].timing = Timing(1.0, 1.0, 1.0)
+    text = summary_markdown(run.metrics)
+    assert "| stem | accuracy (n=100) | 0.500 | 1.000 | +0.500 [+0.400, +0.600] | holds |" in text
+    assert "| server | accuracy (n=100) | 0.500 | 0.500 | +0.000 [+0.000, +0.000] | within noise, bounded |" in text
+    assert "| server | ROUGE-L (n=2) |" in text
+    assert "mean accuracy | mean ROUGE-L |" in text  # one mean per kind, never averaged together

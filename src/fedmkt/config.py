@@ -219,6 +219,9 @@ class FedMKTSpec(_Strict):
     private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
     kd_epochs: int = Field(1, ge=1)
     max_packet_bytes: int = Field(256 * 2**20, ge=1024, description="larger knowledge packets are refused")
+    logprob_bits: Literal[8, 16] = Field(
+        8, description="top-K log-probs on the wire: 8 = 1/16-nat steps below each position's top (results "
+                       "within noise of 16, benchmarks/bench_bytes.py), 16 = float16")
 
 
 class TrackingSpec(_Strict):

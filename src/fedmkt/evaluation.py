@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from fedmkt.data.encoding import batches, encode
 from fedmkt.data.questions import LETTERS, Question
 from fedmkt.data.prompts import choice_text, prompt_text, render, uses_chat_template
-from fedmkt.records import PartyScores
+from fedmkt.records import PER_QUESTION, PartyScores
 from fedmkt.training import ComputeClock, tail_logits
 
 
@@ -42,7 +42,7 @@ def summarize(domains: dict[str, dict], own: dict | None = None) -> PartyScores:
     mean of each domain's primary metric (accuracy, or ROUGE-L for free-text domains). `own`: a client's
     own held-out set, kept apart so that every party's means cover the same sets."""
     scores = list(domains.values())
-    metrics = sorted({m for s in scores for m in s if m != "n"})
+    metrics = sorted({m for s in scores for m in s if m not in ("n", PER_QUESTION)})
     mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
     mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
     return PartyScores(dict(domains), mean, own)
@@ -61,17 +61,16 @@ def _continuation(q: Question, index: int, scoring: str) -> str:
 def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock) -> dict:
     device = next(model.parameters()).device
     rows = [encode(tokenizer, q.uid, prompt_text(q), f" {LETTERS[q.answer]}", max_length) for q in questions]
-    correct = 0
+    correct = []
     at = 0
     for chunk, batch in batches(rows, batch_size * 4, tokenizer.pad_token_id):
         batch = batch.to(device)
         with clock.measure():
             logits = tail_logits(model, batch)[:, -1].float()  # the prompt's last position: predicts the letter
         for row, q in zip(logits, questions[at:at + len(chunk)]):
-            correct += int(row[letter_ids[:len(q.choices)]].argmax().item() == q.answer)
+            correct.append(float(row[letter_ids[:len(q.choices)]].argmax().item() == q.answer))
         at += len(chunk)
-    n = max(len(questions), 1)
-    return {"acc": correct / n, "n": len(questions)}
+    return {"acc": float(np.mean(correct)) if correct else 0.0, "n": len(questions), PER_QUESTION: correct}
 
 
 @torch.no_grad()
@@ -100,19 +99,20 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
         token_logp = logp.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1) * batch.loss_mask
         scores.append(token_logp.sum(1).cpu().numpy())
     flat = np.concatenate(scores) if scores else np.zeros(0)
-    correct = correct_norm = 0
+    correct, correct_norm = [], 0
     at = 0
     for q in questions:
         k = len(q.choices)
         s = flat[at:at + k]
         lengths = np.array([len(_continuation(q, i, scoring)) for i in range(k)], dtype=np.float64)
-        correct += int(np.argmax(s) == q.answer)
+        correct.append(float(np.argmax(s) == q.answer))
         correct_norm += int(np.argmax(s / lengths) == q.answer)
         at += k
     n = max(len(questions), 1)
-    if scoring == "letter":  # equal-length continuations: acc_norm would repeat acc
-        return {"acc": correct / n, "n": len(questions)}
-    return {"acc": correct / n, "acc_norm": correct_norm / n, "n": len(questions)}
+    result = {"acc": sum(correct) / n, "n": len(questions), PER_QUESTION: correct}
+    if scoring == "text":  # letters are equal-length continuations: acc_norm would repeat acc
+        result["acc_norm"] = correct_norm / n
+    return result
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -174,7 +174,8 @@ def evaluate_free_text(model, tokenizer, questions: list[Question], max_length: 
     scores = [max(rouge_l(a, r) for r in q.references) for a, q in zip(answers, questions)]
     exact = [max(exact_match(a, r) for r in q.references) for a, q in zip(answers, questions)]
     return {"rougeL": float(np.mean(scores)) if scores else 0.0,
-            "exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(questions)}
+            "exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(questions),
+            PER_QUESTION: [float(x) for x in scores]}
 
 
 def evaluate_questions(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,

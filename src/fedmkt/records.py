@@ -10,10 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+PER_QUESTION = "per_question"  # a domain's score of each question, in the set's order (paired comparisons)
+
+
 @dataclass
 class PartyScores:
-    """One party's evaluation: metrics per domain ({"acc", "acc_norm", "n"} or {"rougeL", "n"}) and their
-    means ("score": the mean of each domain's primary metric)."""
+    """One party's evaluation: metrics per domain ({"acc", "acc_norm", "n"} or {"rougeL", "exact_match", "n"},
+    with PER_QUESTION: accuracy 0/1 or ROUGE-L of each question) and their means ("score": the mean of each
+    domain's primary metric)."""
 
     domains: dict[str, dict[str, float]]
     mean: dict[str, float]

@@ -13,6 +13,7 @@ from fedmkt.config import GridSpec
 from fedmkt.evaluation import metric_name, primary_metric
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
+from fedmkt.stats import KINDS, compare_scores
 from fedmkt.summary import summary_markdown
 
 
@@ -30,20 +31,6 @@ def method_label(config: dict) -> str:
 def _model_label(spec: dict) -> str:
     layers = spec.get("keep_layers")
     return spec["source"] + (f" ({layers} layers)" if layers else "")
-
-
-def _two_sigma(score_a: float, score_b: float, n: int) -> float:
-    """Two standard errors of a difference of two accuracies on n questions each (binomial)."""
-    p = min(max((score_a + score_b) / 2, 0.05), 0.95)
-    return 2 * (2 * p * (1 - p) / max(n, 1)) ** 0.5
-
-
-def _verdict(diff: float, noise: float) -> str:
-    if diff > noise:
-        return "holds"
-    if diff < -noise:
-        return "does not hold"
-    return "within noise"
 
 
 @dataclass
@@ -84,21 +71,22 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
     first = cells[0].metrics
     zero = first.zero_shot["server"].domains
     domains = list(next(iter(first.zero_shot.values())).domains)
-    n_eval = sum(first.split.evaluation.values())
     cfg = first.config
     names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains]
-    head = "| method | scenario | cell | " + " | ".join(names) + " | mean |"
-    sep = "|" + "---|" * (len(domains) + 4)
+    # One mean per kind of result: accuracies and ROUGE-L are not averaged together.
+    kinds = [m for m in KINDS if any(primary_metric(zero[d]) == m for d in domains)]
+    head = "| method | scenario | cell | " + " | ".join(names + [f"mean {KINDS[m]}" for m in kinds]) + " |"
+    sep = "|" + "---|" * (len(domains) + len(kinds) + 3)
 
     def cells_of(result: PartyScores) -> str:
-        return " | ".join(f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in domains) \
-            + f" | {result.score:.3f}"
+        return " | ".join([f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in domains]
+                          + [f"{result.mean[m]:.3f}" for m in kinds])
 
     lines = [f"# {title}", "",
              f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
              + ", ".join(f"{d} ({n})" for d, n in first.split.evaluation.items())
-             + " questions; accuracy (letter scoring), ROUGE-L F1 for free-text tasks; 'mean' is the mean over "
-             f"domains. Public set {first.split.public} examples, private "
+             + " questions; accuracy (letter scoring), ROUGE-L F1 for free-text tasks; each 'mean' is over the "
+             f"domains of its kind. Public set {first.split.public} examples, private "
              + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
     # LLM table: zero-shot, then every cell that trained the server.
     lines += ["## LLM (server)", "", head, sep,
@@ -107,8 +95,8 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
         if "server" in cell.final:
             lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {cells_of(cell.final['server'])} |")
     # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
-    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names) + " | mean |"
-    lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + 5)]
+    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names + [f"mean {KINDS[m]}" for m in kinds]) + " |"
+    lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + len(kinds) + 4)]
     seen = set()
     for cell in cells:
         for client in cell.metrics.config["clients"]:
@@ -122,7 +110,7 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
             if client["name"] in cell.final:
                 lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {client['name']} "
                              f"({_model_label(client['model'])}) | {cells_of(cell.final[client['name']])} |")
-    lines += ["", *claims_markdown(cells, n_eval)]
+    lines += ["", *claims_markdown(cells)]
     # Per-round selection rates of DualMinCE.
     rows = []
     for cell in cells:
@@ -165,18 +153,19 @@ def _federation_key(config: dict) -> str:
                       sort_keys=True)
 
 
-def claims_markdown(cells: list[GridCell], n_eval: int) -> list[str]:
+def claims_markdown(cells: list[GridCell]) -> list[str]:
     """The paper's claims, checked on this grid, each against a matched baseline cell: an SLM against the same
     client (model, private data, settings) trained standalone; the LLM against its zero-shot and against the
-    centralized cell that pools exactly this cell's clients' data. Without a matched cell, no claim."""
+    centralized cell that pools exactly this cell's clients' data. Without a matched cell, no claim. Each claim
+    is judged per kind of result (accuracy, ROUGE-L) by its paired difference on the same questions."""
     standalone = [c for c in cells if c.method == "Standalone"]
     centralized = [c for c in cells if c.method == "Centralized"]
     rows = []
 
-    def add(claim: str, cell: str, ours: float, base: float, base_name: str) -> None:
-        diff, noise = ours - base, _two_sigma(ours, base, n_eval)
-        rows.append(f"| {claim} | {cell} | {ours:.3f} | {base:.3f} ({base_name}) | {diff:+.3f} | "
-                    f"{noise:.3f} | {_verdict(diff, noise)} |")
+    def add(claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str) -> None:
+        for c in compare_scores(ours.domains, base.domains):
+            rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}) | {c.ours:.3f} | {c.base:.3f} ({base_name}) | "
+                        f"{c.text()} | {c.verdict()} |")
 
     for cell in cells:
         cfg = cell.metrics.config
@@ -189,26 +178,27 @@ def claims_markdown(cells: list[GridCell], n_eval: int) -> list[str]:
             base = next((b for b in standalone if name in b.final
                          and _client_key(b.metrics.config, name) == _client_key(cfg, name)), None)
             if base is not None:
-                add(f"{cell.method}: SLM {name} beats standalone", cell.name, cell.final[name].score,
-                    base.final[name].score, base.name)
+                add(f"{cell.method}: SLM {name} beats standalone", cell.name, cell.final[name], base.final[name],
+                    base.name)
         if "server" in cell.final:
-            server = cell.final["server"].score
-            add(f"{cell.method}: LLM beats its zero-shot", cell.name, server, cell.metrics.zero_shot["server"].score,
+            server = cell.final["server"]
+            add(f"{cell.method}: LLM beats its zero-shot", cell.name, server, cell.metrics.zero_shot["server"],
                 "round 0")
             pooled = next((c for c in centralized if "server" in c.final
                            and _federation_key(c.metrics.config) == _federation_key(cfg)), None)
             if pooled is not None:
-                add(f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"].score,
-                    pooled.name)
+                add(f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"], pooled.name)
     if not rows:
         return []
     return ["## the paper's claims, checked", "",
-            f"Difference of final mean scores; noise = two standard errors of a difference of two accuracies on "
-            f"{n_eval} questions. 'holds' needs the difference above the noise, 'does not hold' below minus the "
-            f"noise. For 'matches centralized', 'within noise' is the claim holding. Each claim compares matched "
-            f"cells: the same client (model, private data, settings) trained standalone; the centralized cell "
-            f"pooling exactly this cell's clients.", "",
-            "| claim | cell | ours | baseline | difference | noise (2 s.e.) | verdict |",
+            "Difference of final scores (ours - baseline) with its 95% interval: a paired bootstrap over the "
+            "same questions where the runs kept per-question scores, else an unpaired normal approximation for "
+            "accuracies. 'holds' / 'does not hold': the interval excludes 0; otherwise the difference is within "
+            "noise, 'bounded' when the interval's half-width is at most 0.03. For 'matches centralized', "
+            "'within noise, bounded' is the claim holding. Each claim compares matched cells: the same client "
+            "(model, private data, settings) trained standalone; the centralized cell pooling exactly this "
+            "cell's clients.", "",
+            "| claim | cell | result (questions) | ours | baseline | difference [95% interval] | verdict |",
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedmkt.evaluation import primary_metric
 from fedmkt.records import Evaluation, RunMetrics
+from fedmkt.stats import KINDS, compare_scores
 
 
 def domain_cell(result: dict) -> str:
@@ -18,12 +19,33 @@ def _cell_header(result: dict) -> str:
     return "ROUGE-L"
 
 
-def _row(name: str, evaluation: Evaluation, domains: list[str], dropped: dict) -> str:
+def _row(name: str, evaluation: Evaluation, domains: list[str], kinds: list[str], dropped: dict) -> str:
     if name not in evaluation:  # dropped, or not trained by this method (baselines)
         why = "dropped" if name in dropped else "-"
-        return f"| {name} | " + " | ".join(why for _ in domains) + f" | {why} |"
+        return f"| {name} | " + " | ".join(why for _ in domains + kinds) + " |"
     cells = [domain_cell(evaluation[name].domains[d]) for d in domains]
-    return f"| {name} | " + " | ".join(cells) + f" | {evaluation[name].score:.3f} |"
+    return f"| {name} | " + " | ".join(cells + [f"{evaluation[name].mean[m]:.3f}" for m in kinds]) + " |"
+
+
+def _against_zero_shot(metrics: RunMetrics) -> list[str]:
+    """Each party's last scores against its own zero-shot on the same questions, with the paired interval."""
+    if not metrics.rounds:
+        return []
+    last = metrics.rounds[-1]
+    rows = []
+    for name, zero in metrics.zero_shot.items():
+        if name in last.evaluation:
+            for c in compare_scores(last.evaluation[name].domains, zero.domains):
+                rows.append(f"| {name} | {c.kind} (n={c.n}) | {c.base:.3f} | {c.ours:.3f} | {c.text()} | "
+                            f"{c.verdict()} |")
+    if not rows:
+        return []
+    return [f"## after round {last.round} against zero-shot", "",
+            "Difference on the same questions with its 95% interval (paired bootstrap over questions); 'holds' "
+            "/ 'does not hold': the interval excludes 0, otherwise within noise ('bounded' when its half-width is "
+            "at most 0.03).", "",
+            "| party | result (questions) | zero-shot | now | difference [95% interval] | verdict |",
+            "|---|---|---|---|---|---|", *rows, ""]
 
 
 def _private(client: dict) -> str:
@@ -76,11 +98,15 @@ def summary_markdown(metrics: RunMetrics) -> str:
         _data(cfg, split),
         f"- wall time: {metrics.wall_s or 0:.0f} s", "",
     ]
-    header = "| party | " + " | ".join(f"{d} {_cell_header(first[d])}" for d in domains) + " | mean score |"
-    sep = "|" + "---|" * (len(domains) + 2)
+    # One mean per kind of result: accuracies and ROUGE-L are not averaged together.
+    kinds = [m for m in KINDS if any(primary_metric(first[d]) == m for d in domains)]
+    header = "| party | " + " | ".join([f"{d} {_cell_header(first[d])}" for d in domains]
+                                      + [f"mean {KINDS[m]}" for m in kinds]) + " |"
+    sep = "|" + "---|" * (len(domains) + len(kinds) + 1)
     stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds]
     for title, evaluation, dropped in stages:
-        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, dropped) for p in parties] + [""]
+        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, kinds, dropped) for p in parties] + [""]
+    lines += _against_zero_shot(metrics)
     lines += _own_rows(metrics)
     if metrics.rounds:
         lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "

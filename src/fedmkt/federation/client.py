@@ -120,7 +120,8 @@ class ClientRuntime:
         if phase == Phase.SHARE:  # steps (1) and (2)
             loss = party.train_private()
             self._persist(request.round, phase, snapshot=False)
-            return ShareReply(packet=party.share_knowledge().to_bytes(), private_loss=float(loss))
+            return ShareReply(packet=party.share_knowledge().to_bytes(party.fedmkt.logprob_bits),
+                              private_loss=float(loss))
         if phase == Phase.PRIVATE:
             loss = party.train_private()
             self._persist(request.round, phase, snapshot=True)

@@ -16,7 +16,7 @@ Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   phase-timeout  seconds a client has to answer one phase before it is dropped from the round
   join-timeout   seconds to wait for every configured client to connect
 Node config (`flower-supernode --node-config`):
-  name           which client of the config this node is (required)
+  name           which client of the config this node is (required on a SuperNode)
   state-dir      where it keeps its adapters (default: ~/.cache/fedmkt/nodes)
   model          optional local source of its SLM (same tokenizer as the config names)
   private-data   its private data: a file or save_to_disk folder on this machine (the server's config need
@@ -24,6 +24,11 @@ Node config (`flower-supernode --node-config`):
   private-columns, private-shape   optional column mapping (JSON object) and shape of that file
   eval-data      optional: its own held-out evaluation file, reported as this client's "own" score
   domains        optional comma-separated MMLU domains of its private data (benchmark preset)
+
+On Flower's Simulation Engine (`flwr run flower_app <simulation connection>`) nodes have no config of
+their own: simulated node `partition-id` i is client i of the config (its name and private data), and
+`num-partitions` must equal the number of clients; their stores go in the run folder's `nodes/`. The same
+ServerApp and ClientApp run; a simulation worker keeps every client of the run it has built.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from fedmkt.tracking import StepLog
 
 RECORD = "fedmkt"
 WHO = "query.who"
+PARTITION, PARTITIONS = "partition-id", "num-partitions"  # what the Simulation Engine gives each node
+REPLY_POLL_S = 0.2
 
 
 def _record(message: Message) -> dict:
@@ -133,7 +140,7 @@ class FlowerTransport:
             if unknown:
                 messages = [Message(RecordDict({RECORD: ConfigRecord({"config": self.config.model_dump_json()})}),
                                     dst_node_id=n, message_type=WHO) for n in unknown]
-                for reply in self.grid.send_and_receive(messages, timeout=30):
+                for reply in self.exchange(messages, timeout=30):
                     if not reply.has_error():
                         claims[reply.metadata.src_node_id] = str(_record(reply).get("name", ""))
                 node_keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()} if keys else {}
@@ -147,6 +154,21 @@ class FlowerTransport:
                                + (f"; refused: {refused}" if refused else ""))
         return found
 
+    def exchange(self, messages: list[Message], timeout: float) -> list[Message]:
+        """Push messages and collect their replies until all came or the timeout passed: the Grid's own
+        send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s (up to 3 s more per phase)."""
+        waiting = set(self.grid.push_messages(messages))
+        replies: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for reply in self.grid.pull_messages(waiting):
+                waiting.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(REPLY_POLL_S)
+        return replies
+
     def call(self, phase: Phase, payloads: dict[str, dict]) -> dict:
         out: dict = {name: ClientFailure("not connected") for name in payloads if name not in self.node_of}
         messages, name_of = [], {}
@@ -157,7 +179,7 @@ class FlowerTransport:
                 payload = dict(payload, config=self.config.model_dump_json())
                 messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=node,
                                         message_type=phase.value, ttl=self.phase_timeout + 60))
-        for reply in self.grid.send_and_receive(messages, timeout=self.phase_timeout):
+        for reply in self.exchange(messages, self.phase_timeout):
             name = name_of.get(reply.metadata.src_node_id)
             if name is None:
                 continue
@@ -195,10 +217,33 @@ client_app = ClientApp()
 _RUNTIMES: dict[tuple[str, str], ClientRuntime] = {}  # kept while this process lives
 
 
+def _node_name(context: Context, config: RunConfig) -> str:
+    """Which client this node is: its node config's `name`, or on the Simulation Engine the client whose
+    index is the node's partition id."""
+    node = context.node_config
+    if "name" in node or PARTITION not in node:
+        return str(node.get("name", ""))
+    names = [c.name for c in config.clients]
+    partition, partitions = int(node[PARTITION]), int(node.get(PARTITIONS, len(names)))
+    if partitions != len(names) or not 0 <= partition < len(names):
+        raise ValueError(f"simulated node {partition} of {partitions}: the run's config has {len(names)} clients "
+                         f"({names}); set num-supernodes={len(names)}")
+    return names[partition]
+
+
+def _state_dir(context: Context, config: RunConfig) -> Path:
+    node = context.node_config
+    if node.get("state-dir"):
+        return Path(str(node["state-dir"]))
+    if PARTITION in node:  # simulated: every node lives on the server's machine, beside the run
+        return config.output_dir / (config.run_name or "default") / "nodes"
+    return cache_root() / "nodes"
+
+
 def _runtime(message: Message, context: Context) -> ClientRuntime:
-    name = str(context.node_config.get("name", ""))
     payload = _record(message)
     config = parse_config(json.loads(payload["config"]))
+    name = _node_name(context, config)
     if name not in [c.name for c in config.clients]:
         raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
     # The node's own word on its SLM and its private data wins over the server's config.
@@ -223,9 +268,10 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     key = (name, payload["config"])
     if key not in _RUNTIMES:
         # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
-        store = child(Path(str(node.get("state-dir", cache_root() / "nodes"))), config.run_name or "default")
+        store = child(_state_dir(context, config), config.run_name or "default")
         seed_everything(config.seed)
-        _RUNTIMES.clear()
+        for other in [k for k in _RUNTIMES if k[1] != key[1]]:  # another run's clients: free their memory
+            del _RUNTIMES[other]
         started = time.perf_counter()
         runtime = make_client(config, name, federated_split(config, clients=[name]), store)
         _note_load(store, time.perf_counter() - started)
@@ -244,7 +290,7 @@ def _note_load(store: Path, seconds: float) -> None:
 
 @client_app.query("who")
 def who(message: Message, context: Context) -> Message:
-    return _reply(message, {"name": str(context.node_config.get("name", ""))})
+    return _reply(message, {"name": _node_name(context, parse_config(json.loads(_record(message)["config"])))})
 
 
 def _serve(phase: Phase):

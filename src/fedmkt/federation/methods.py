@@ -176,7 +176,7 @@ class FedMKT(Method):
         else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
             peers, up = [], 0
             live = fine_tune_privately(rnd, self.clients)
-        down = self.server.share_knowledge().to_bytes()  # step (6)
+        down = self.server.share_knowledge().to_bytes(self.config.fedmkt.logprob_bits)  # step (6)
         distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
                                              for n in live})
         for name, reply in distilled.items():  # step (7) happened on each client

@@ -15,6 +15,8 @@ from enum import Enum
 import torch
 from safetensors.torch import load, save
 
+from fedmkt.records import PER_QUESTION
+
 
 class Phase(str, Enum):
     """The requests of a round; the value is the Flower message type."""
@@ -146,21 +148,33 @@ class DistillReply(Reply):
 
 @dataclass
 class EvaluateReply(Reply):
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # domain -> metric -> value
+    scores: dict[str, dict] = field(default_factory=dict)  # domain -> metric -> value (PER_QUESTION: a list)
 
     def _wire(self) -> dict:
-        return {f"eval.{domain}.{metric}": float(value) for domain, result in self.scores.items()
-                for metric, value in result.items()}
+        return {f"eval.{domain}.{metric}": [float(v) for v in value] if metric == PER_QUESTION else float(value)
+                for domain, result in self.scores.items() for metric, value in result.items()}
 
     @classmethod
     def _parse(cls, data, compute_s):
-        scores: dict[str, dict[str, float]] = {}
-        for key, value in _prefixed(data, "eval").items():
-            domain, dot, metric = key.rpartition(".")
+        scores: dict[str, dict] = {}
+        for key in [k for k in data if k.startswith("eval.")]:
+            domain, dot, metric = key[len("eval."):].rpartition(".")
             if not dot:
-                raise ClientFailure(f"malformed reply: evaluation key 'eval.{key}' names no metric")
-            scores.setdefault(domain, {})[metric] = value
+                raise ClientFailure(f"malformed reply: evaluation key '{key}' names no metric")
+            scores.setdefault(domain, {})[metric] = (_per_question(data, key) if metric == PER_QUESTION
+                                                     else _field(data, key, float))
+        for domain, result in scores.items():
+            if PER_QUESTION in result and len(result[PER_QUESTION]) != result.get("n"):
+                raise ClientFailure(f"malformed reply: eval.{domain} scores {len(result[PER_QUESTION])} questions "
+                                    f"but says n={result.get('n')}")
         return cls(compute_s, scores)
+
+
+def _per_question(data: dict, key: str) -> list[float]:
+    value = _field(data, key, list)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value):
+        raise ClientFailure(f"malformed reply: '{key}' holds something other than scores in [0, 1]")
+    return [float(v) for v in value]
 
 
 @dataclass

@@ -49,7 +49,7 @@ class ResidentExecutor:
     """Acquires the ClientApp tasks of one SuperNode and runs them in this process."""
 
     def __init__(self, runtime_api_address: str, insecure: bool, root_certificates: str | None = None,
-                 poll_interval: float = 0.05):
+                 poll_interval: float = 0.1):
         self.address, self.insecure, self.poll_interval = runtime_api_address, insecure, poll_interval
         self.certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
         self.apps: dict[str, ClientApp] = {}  # by FAB hash: loaded once, kept with their module state
