@@ -25,12 +25,19 @@ from fedmkt.data.encoding import batches, encode
 from fedmkt.data.questions import LETTERS, Question
 from fedmkt.data.prompts import choice_text, prompt_text, render, uses_chat_template
 from fedmkt.records import PER_QUESTION, PartyScores
+from fedmkt.stats import KINDS
 from fedmkt.training import ComputeClock, tail_logits
 
 
 def primary_metric(result: dict) -> str:
     """The figure a domain is ranked by: accuracy for multiple choice, ROUGE-L for free text."""
     return "acc" if "acc" in result else "rougeL"
+
+
+def mean_kinds(results: dict[str, dict]) -> list[str]:
+    """The primary metrics among these domain results, one mean column each (stats.KINDS order): accuracies
+    and ROUGE-L are never averaged together."""
+    return [m for m in KINDS if any(primary_metric(r) == m for r in results.values())]
 
 
 def metric_name(result: dict) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from fedmkt.config import GridSpec
-from fedmkt.evaluation import metric_name, primary_metric
+from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.stats import KINDS, compare_scores
@@ -73,9 +73,9 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
     domains = list(next(iter(first.zero_shot.values())).domains)
     cfg = first.config
     names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains]
-    # One mean per kind of result: accuracies and ROUGE-L are not averaged together.
-    kinds = [m for m in KINDS if any(primary_metric(zero[d]) == m for d in domains)]
-    head = "| method | scenario | cell | " + " | ".join(names + [f"mean {KINDS[m]}" for m in kinds]) + " |"
+    kinds = mean_kinds(zero)
+    names += [f"mean {KINDS[m]}" for m in kinds]
+    head = "| method | scenario | cell | " + " | ".join(names) + " |"
     sep = "|" + "---|" * (len(domains) + len(kinds) + 3)
 
     def cells_of(result: PartyScores) -> str:
@@ -95,7 +95,7 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
         if "server" in cell.final:
             lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {cells_of(cell.final['server'])} |")
     # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
-    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names + [f"mean {KINDS[m]}" for m in kinds]) + " |"
+    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names) + " |"
     lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + len(kinds) + 4)]
     seen = set()
     for cell in cells:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedmkt.evaluation import primary_metric
+from fedmkt.evaluation import mean_kinds, primary_metric
 from fedmkt.records import Evaluation, RunMetrics
 from fedmkt.stats import KINDS, compare_scores
 
@@ -98,8 +98,7 @@ def summary_markdown(metrics: RunMetrics) -> str:
         _data(cfg, split),
         f"- wall time: {metrics.wall_s or 0:.0f} s", "",
     ]
-    # One mean per kind of result: accuracies and ROUGE-L are not averaged together.
-    kinds = [m for m in KINDS if any(primary_metric(first[d]) == m for d in domains)]
+    kinds = mean_kinds(first)
     header = "| party | " + " | ".join([f"{d} {_cell_header(first[d])}" for d in domains]
                                       + [f"mean {KINDS[m]}" for m in kinds]) + " |"
     sep = "|" + "---|" * (len(domains) + len(kinds) + 1)
