@@ -10,7 +10,7 @@ import sys
 from benchmarks.common import RESULTS
 
 BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer",
-              "bench_tokenizers", "bench_flower"]
+              "bench_tokenizers", "bench_flower", "learning_curve"]
 
 
 def table() -> str:
@@ -60,6 +60,17 @@ def table() -> str:
                          f"model loads per client | {f['wall_over_compute']} ({f['round_wall_s']} s); {loads} | "
                          f"local {local['wall_over_compute']} ({local['round_wall_s']} s) | {f['ratio_to_local']}x local | "
                          f"<=1.15x; 1 |")
+    if (RESULTS / "learning_curve.json").is_file():
+        for c in load("learning_curve"):
+            if c["benchmark"] == "choice_scoring":
+                lines.append(f"| evaluation of {c['questions']} cloze questions ({c['task']}, {c['model']}; same answers: "
+                             f"{c['same_answers']}) | {c['shared_prompt_s']} s, prompt once | {c['full_sequences_s']} s, "
+                             f"every choice in full | {c['speedup']}x faster | cheaper than training |")
+            elif c["private"]:
+                low, high = c["interval"]
+                lines.append(f"| fine-tuned on {c['private']} private examples ({c['task']}, {c['model']}, "
+                             f"{c['format']}; {c['eval']} held-out) | {c['acc']} | zero-shot {c['acc'] - c['vs_zero_shot']:.3f} | "
+                             f"{c['vs_zero_shot']:+.3f} [{low:+.3f}, {high:+.3f}] | >= +0.10, interval above 0 |")
     if (RESULTS / "trainer.json").is_file():
         t = load("trainer")[0]
         lines.append(f"| training call ({t['steps_per_call']} steps, SmolLM2-135M) | {t['fedmkt_loop_s_per_call']:.2f} s | "

@@ -77,3 +77,31 @@ def test_mmlu_verbatim_duplicates_are_one_question(mmlu):
     evaluation = {text(q) for qs in split.evaluation.values() for q in qs}
     training = {text(q) for q in split.public} | {text(q) for qs in split.private.values() for q in qs}
     assert not evaluation & training
+
+
+def test_cloze_format_changes_every_multiple_choice_set_and_keeps_the_draw(mmlu):
+    import json
+    from dataclasses import astuple
+
+    from fedmkt.data.questions import set_hash
+
+    def split(choice_format: str):
+        config = parse_config({"seed": 3, "clients": [{"name": "a", "domains": ["stem"]}],
+                               "data": {"public_size": 6, "private_size": 5, "eval_size": 4, "eval_domains": ["other"],
+                                        "choice_format": choice_format}})
+        return federated_split(config, presets=mmlu)
+
+    lettered, cloze = split("letters"), split("cloze")
+    for a, b in ((lettered.public, cloze.public), (lettered.private["a"], cloze.private["a"]),
+                 (lettered.evaluation["other"], cloze.evaluation["other"])):
+        assert [q.uid for q in a] == [q.uid for q in b]  # the same questions, only their form differs
+        assert not any(q.cloze for q in a) and all(q.cloze for q in b)
+    q = cloze.public[0]
+    assert "A. " not in prompt_text(q) and answer_text(q) == f" {q.choices[q.answer]}"
+    assert set_hash(cloze.public) != set_hash(lettered.public)  # parties in different formats do not mix
+    # A lettered set hashes as it did before questions had a cloze field (runs saved then still resume).
+    import hashlib
+    old = hashlib.sha256()
+    for q in lettered.public:
+        old.update(json.dumps(astuple(q)[:-1], ensure_ascii=False).encode() + b"\n")
+    assert set_hash(lettered.public) == old.hexdigest()[:16]

@@ -42,13 +42,21 @@ def test_a_model_that_always_says_b_scores_the_share_of_b(tiny, mmlu):
     assert result["per_question"] == [float(q.answer == 1) for q in questions]  # in the set's order
 
 
-def test_text_scoring_ranks_choices_by_summed_and_length_normalised_log_likelihood(tiny, mmlu):
-    """acc and acc_norm against a direct computation: one forward pass per choice, no batching."""
+@pytest.mark.parametrize("cloze", [False, True])
+def test_text_scoring_ranks_choices_by_summed_and_length_normalised_log_likelihood(tiny, mmlu, cloze):
+    """acc and acc_norm against a direct computation: one forward pass per choice, no batching. Cloze
+    questions are scored by their choices' text even when letter scoring is asked for."""
+    from dataclasses import replace
+
     from fedmkt.data.encoding import encode
     from fedmkt.data.prompts import choice_text, prompt_text
 
-    questions = mmlu[:6]
-    result = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 2, scoring="text")
+    questions = [replace(q, cloze=cloze) for q in mmlu[:6]]
+    if cloze:  # lm-eval's cloze form: no lettered options, the answer is the choice itself
+        q = questions[0]
+        assert prompt_text(q) == f"{q.question}\nAnswer:" and choice_text(q, 2) == f" {q.choices[2]}"
+    result = evaluation.evaluate_multiple_choice(tiny.model, tiny.tokenizer, questions, 256, 2,
+                                                 scoring="letter" if cloze else "text")
     correct = correct_norm = 0
     for q in questions:
         sums, norms = [], []
@@ -82,3 +90,25 @@ def test_free_text_generation_keeps_the_end_of_a_long_prompt(tiny, monkeypatch):
     prompt = tiny.tokenizer.decode(seen[0][0], skip_special_tokens=True)
     assert seen[0].shape[1] == 64 and prompt.rstrip().endswith("Answer:") and "France" in prompt
     assert tiny.tokenizer.truncation_side == "right"  # restored
+
+
+@pytest.mark.parametrize("family", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_scoring_a_prompt_once_for_all_its_choices_equals_scoring_every_choice_in_full(mmlu, family):
+    """The key/value-cache scorer against the full-sequence one: the same summed log-probabilities (left-padded
+    prompts of different lengths, continuations of different lengths, questions with 2 to 4 choices)."""
+    from dataclasses import replace
+
+    from fedmkt.data.encoding import encode
+    from fedmkt.data.prompts import prompt_text
+    from fedmkt.training import ComputeClock
+
+    loaded = load_model(ModelSpec(source=f"tiny:{family}"), seed=2)
+    questions = [replace(q, cloze=True, choices=q.choices[:2 + i % 3], answer=0) for i, q in enumerate(mmlu[:7])]
+    rows = [[encode(loaded.tokenizer, q.uid, prompt_text(q), evaluation._continuation(q, i, "text"), 256)
+             for i in range(len(q.choices))] for q in questions]
+    args = (3, loaded.tokenizer.pad_token_id, torch.device("cpu"), ComputeClock())
+    with torch.no_grad():
+        full = evaluation._choice_scores(loaded.model.eval(), rows, *args)
+        cached = evaluation._choice_scores_shared_prompt(loaded.model, rows, *args)
+    assert len(full) == sum(len(q.choices) for q in questions)
+    assert cached == pytest.approx(full, rel=1e-4, abs=1e-4)

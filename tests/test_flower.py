@@ -16,9 +16,11 @@ from tests.tiny import tiny_config
 pytestmark = pytest.mark.flower
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = FlowerCluster(tmp_path)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One SuperLink and the nodes stem and hum, shared by the tests that run insecure on loopback (each
+    test leaves both nodes running for the next)."""
+    c = FlowerCluster(tmp_path_factory.mktemp("cluster"))
     c.start_superlink()
     for name in ("stem", "hum"):
         c.start_supernode(name)
@@ -43,10 +45,10 @@ def run_locally(config: dict, out: Path, mmlu) -> dict:
     return metrics(LocalFederation(parse_config({**config, "output_dir": str(out)}), questions=mmlu).run())
 
 
-def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, tmp_path):
-    run_dir = tmp_path / "runs" / "kill"
-    cluster.run(tiny_config(tmp_path / "runs", "kill", rounds=1), phase_timeout=20)  # a tiny phase: a few seconds
-    shared = tmp_path / "nodes" / "hum" / "kill" / "latest" / "hum" / "state.json"
+def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster):
+    run_dir = cluster.tmp / "runs" / "kill"
+    cluster.run(tiny_config(cluster.tmp / "runs", "kill", rounds=1), phase_timeout=20)  # a tiny phase: a few seconds
+    shared = cluster.tmp / "nodes" / "hum" / "kill" / "latest" / "hum" / "state.json"
     cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == Phase.SHARE.value, 300,
                  "client 'hum' to share its knowledge")
     cluster.kill("supernode-hum")  # after sending knowledge, before distilling the LLM's
@@ -55,11 +57,12 @@ def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster, t
     assert "hum" in record["dropped"] and "stem" not in record["dropped"]
     assert "stem" in record["kd_loss"] and "server" in record["kd_loss"]
     assert "stem" in record["evaluation"] and "hum" not in record["evaluation"]
+    cluster.start_supernode("hum")  # hum's machine comes back for the next test
 
 
 def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(cluster, tmp_path, mmlu):
-    run_dir = tmp_path / "runs" / "resume"
-    config = tiny_config(tmp_path / "runs", "resume")
+    run_dir = cluster.tmp / "runs" / "resume"
+    config = tiny_config(cluster.tmp / "runs", "resume")
     cluster.run(config)
     local_reference = run_locally(config, tmp_path / "local", mmlu)
     checkpoint = run_dir / "checkpoint" / "state.json"
@@ -82,11 +85,11 @@ def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(clust
     # The server keeps its adapters in the run folder, each client in its own node's store.
     assert (run_dir / "round-2" / "server" / "adapter_model.safetensors").is_file()
     for client in ("stem", "hum"):
-        assert (tmp_path / "nodes" / client / "resume" / "round-2" / client / "adapter_model.safetensors").is_file()
+        assert (cluster.tmp / "nodes" / client / "resume" / "round-2" / client / "adapter_model.safetensors").is_file()
         assert not (run_dir / "round-2" / client).exists()
         # One resident process served all of a client's messages (hum's across the server's restart): one model
         # load per process.
-        loads = (tmp_path / "nodes" / client / "resume" / "loads.jsonl").read_text().splitlines()
+        loads = (cluster.tmp / "nodes" / client / "resume" / "loads.jsonl").read_text().splitlines()
         assert len(loads) == (2 if client == "stem" else 1), loads
 
 

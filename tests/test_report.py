@@ -107,3 +107,22 @@ def test_a_run_summary_shows_each_party_against_its_zero_shot_with_the_interval(
     assert "| server | accuracy (n=100) | 0.500 | 0.500 | +0.000 [+0.000, +0.000] | within noise, bounded |" in text
     assert "| server | ROUGE-L (n=2) |" in text
     assert "mean accuracy | mean ROUGE-L |" in text  # one mean per kind, never averaged together
+
+
+def test_plots_show_intervals_and_the_baseline_cells_as_reference_lines(tmp_path):
+    from fedmkt.plots import plot_scores
+    from fedmkt.report import _baseline_lines
+    from fedmkt.stats import kind_scores
+
+    two = {"stem": SMOL, "social": SMOL}
+    cells = [cell("homogeneous", two, {"server": 0.5, "stem": 0.41, "social": 0.42}),
+             cell("standalone", two, {"stem": 0.31, "social": 0.32}, method="standalone"),
+             cell("centralized", two, {"server": 0.6}, method="centralized")]
+    lines = _baseline_lines(cells)
+    assert lines == {"acc": {"Standalone stem": 0.31, "Standalone social": 0.32, "Centralized server": 0.6}}
+    # A party's accuracy with its bootstrap interval over the questions; none without per-question scores.
+    mean, (low, high) = kind_scores(per_question([1.0, 0.0, 1.0, 1.0] * 25).domains, "acc")
+    assert mean == 0.75 and 0.6 < low < 0.75 < high < 0.9
+    assert kind_scores(scores(0.4).domains, "acc") == (0.4, None)
+    path = plot_scores(cells[0].metrics, tmp_path / "scores.png", "homogeneous", lines)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -94,7 +94,14 @@ def test_mixed_split_and_free_text_evaluation(sdist, mmlu, smol_tok):
 
 @pytest.mark.slow
 def test_real_bigbench_tasks_from_pypi():
-    questions = bigbench.load_bigbench(["social_iqa", "general_knowledge"])
+    from fedmkt.config import RunConfig
+
+    default_tasks = RunConfig().data.bigbench_tasks  # fetched in the same pass over the sdist
+    questions = bigbench.load_bigbench(["social_iqa", "general_knowledge", *default_tasks])
+    for task in default_tasks:  # the default run's sentiment domains: thousands of 4-way questions each
+        sentiment = [q for q in questions if q.domain == task]
+        assert len(sentiment) > 2000 and {len(q.choices) for q in sentiment} == {4}
+        assert set(sentiment[0].choices) == {"positive", "negative", "neutral", "ambivalent"}
     social = [q for q in questions if q.domain == "social_iqa"]
     assert len(social) > 1500 and all(2 <= len(q.choices) and 0 <= q.answer < len(q.choices) for q in social)
     assert sum(len(q.choices) == 3 for q in social) > 0.9 * len(social)

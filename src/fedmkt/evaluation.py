@@ -5,6 +5,7 @@ scoring="text": each choice's continuation (" B. <choice>") is scored;
 scoring="letter": the continuation is the letter alone (" B"), as lm-eval scores MMLU. When every
     letter is one token, one forward pass of the prompt scores all choices (4x cheaper than text);
     the continuations have equal length, so there is no acc_norm (it would repeat acc), as in lm-eval.
+Cloze questions (no letters) are always scored by their choices' text (" <choice>"), with acc_norm.
 Free-text questions are answered greedily (benchmark prompts: up to the first newline; chat prompts: up
 to the end of the model's turn) and scored against the best reference by ROUGE-L F1, the longest common
 subsequence of lower-cased alphanumeric words (the tokenisation of Google's rouge-score), computed by
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from rapidfuzz.distance import LCSseq
 from transformers import PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from fedmkt.data.encoding import batches, encode
+from fedmkt.data.encoding import Encoded, batches, encode
 from fedmkt.data.questions import LETTERS, Question
 from fedmkt.data.prompts import choice_text, prompt_text, render, uses_chat_template
 from fedmkt.records import PER_QUESTION, PartyScores
@@ -61,7 +63,7 @@ def _single_token_letters(tokenizer: PreTrainedTokenizerBase, count: int) -> lis
 
 
 def _continuation(q: Question, index: int, scoring: str) -> str:
-    return choice_text(q, index) if scoring == "text" else f" {LETTERS[index]}"
+    return choice_text(q, index) if scoring == "text" or q.cloze else f" {LETTERS[index]}"
 
 
 @torch.no_grad()
@@ -87,25 +89,16 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
-    if scoring == "letter":
+    cloze = any(q.cloze for q in questions)
+    if scoring == "letter" and not cloze:
         letter_ids = _single_token_letters(tokenizer, max((len(q.choices) for q in questions), default=0))
         if letter_ids is not None:
             return _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock)
-    rows = []
-    for q in questions:
-        prompt = prompt_text(q)
-        rows.extend(encode(tokenizer, q.uid, prompt, _continuation(q, i, scoring), max_length)
-                    for i in range(len(q.choices)))
-    scores = []
-    # Batch whole questions together: the prompt is shared by its choices.
-    per_batch = max(1, batch_size) * len(questions[0].choices) if questions else 1
-    for _, batch in batches(rows, per_batch, tokenizer.pad_token_id):
-        batch = batch.to(device)
-        with clock.measure():
-            logp = torch.log_softmax(tail_logits(model, batch).float(), dim=-1)
-        token_logp = logp.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1) * batch.loss_mask
-        scores.append(token_logp.sum(1).cpu().numpy())
-    flat = np.concatenate(scores) if scores else np.zeros(0)
+    rows = [[encode(tokenizer, q.uid, prompt_text(q), _continuation(q, i, scoring), max_length)
+             for i in range(len(q.choices))] for q in questions]
+    shared = all(len({r.answer_start for r in choices}) == 1 for choices in rows)  # else a prompt was cut per choice
+    score = _choice_scores_shared_prompt if shared else _choice_scores
+    flat = score(model, rows, max(1, batch_size), tokenizer.pad_token_id, device, clock)
     correct, correct_norm = [], 0
     at = 0
     for q in questions:
@@ -117,7 +110,7 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
         at += k
     n = max(len(questions), 1)
     result = {"acc": sum(correct) / n, "n": len(questions), PER_QUESTION: correct}
-    if scoring == "text":  # letters are equal-length continuations: acc_norm would repeat acc
+    if scoring == "text" or cloze:  # letters are equal-length continuations: acc_norm would repeat acc
         result["acc_norm"] = correct_norm / n
     return result
 
@@ -191,3 +184,61 @@ def evaluate_questions(model, tokenizer, questions: list[Question], max_length: 
     if questions and questions[0].free_text:
         return evaluate_free_text(model, tokenizer, questions, max_length, batch_size, clock)
     return evaluate_multiple_choice(model, tokenizer, questions, max_length, batch_size, clock, scoring)
+
+
+def _choice_scores(model, rows: list[list[Encoded]], batch_size: int, pad_id: int, device, clock) -> np.ndarray:
+    """Summed log-probability of every choice's continuation, each choice a full sequence."""
+    flat = [e for choices in rows for e in choices]
+    per_batch = batch_size * max((len(c) for c in rows), default=1)  # whole questions together
+    scores = []
+    for _, batch in batches(flat, per_batch, pad_id):
+        batch = batch.to(device)
+        with clock.measure():
+            logp = torch.log_softmax(tail_logits(model, batch).float(), dim=-1)
+        token_logp = logp.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1) * batch.loss_mask
+        scores.append(token_logp.sum(1).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+# The key/value cache argument and output field: `cache` from transformers 5.24 on, `past_key_values` before.
+_CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _choice_scores_shared_prompt(model, rows: list[list[Encoded]], batch_size: int, pad_id: int, device,
+                                 clock) -> np.ndarray:
+    """The same sums, the prompt run once per question: its key/value cache is repeated for each choice and
+    only the continuations go through the model again (a prompt is most of the tokens: about k times less
+    compute for k choices). Prompt and continuation are tokenized apart (`encode`), so the tokens are the
+    ones the full-sequence scorer sees."""
+    scores = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        prompts = [choices[0].input_ids[:choices[0].answer_start] for choices in chunk]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padded: every prompt ends in the last column
+            ids[i, width - len(p):] = torch.from_numpy(p)
+            mask[i, width - len(p):] = 1
+        owner = torch.tensor([i for i, choices in enumerate(chunk) for _ in choices])
+        answers = [e.answer_ids for choices in chunk for e in choices]
+        span = max(len(a) for a in answers)
+        cont = torch.full((len(answers), span), pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(answers), span), dtype=torch.long)
+        for j, a in enumerate(answers):  # right padded after the prompt
+            cont[j, :len(a)] = torch.from_numpy(a)
+            cont_mask[j, :len(a)] = 1
+        lengths = mask.sum(1)
+        ids, mask, cont, cont_mask, owner, lengths = (t.to(device) for t in (ids, mask, cont, cont_mask, owner, lengths))
+        with clock.measure():
+            first = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                          use_cache=True, logits_to_keep=1)
+            cache = getattr(first, _CACHE)
+            cache.batch_select_indices(owner)
+            out = model(input_ids=cont, attention_mask=torch.cat([mask[owner], cont_mask], 1),
+                        position_ids=lengths[owner, None] + torch.arange(span, device=device),
+                        **{_CACHE: cache}, use_cache=True, logits_to_keep=span)
+            logits = torch.cat([first.logits[owner, -1:], out.logits[:, :-1]], 1).float()
+            token_logp = torch.log_softmax(logits, -1).gather(-1, cont.unsqueeze(-1)).squeeze(-1) * cont_mask
+        scores.append(token_logp.sum(1).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)

@@ -10,20 +10,35 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedmkt.records import RunMetrics  # noqa: E402
+from fedmkt.stats import KINDS, kind_scores  # noqa: E402
 
 
-def plot_scores(metrics: RunMetrics, path: Path, title: str) -> Path:
-    """Mean score (accuracy; ROUGE-L for free-text domains) per round, one line per party."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for party in metrics.zero_shot:
-        points = [(r, ev[party].score) for r, ev in metrics.stages() if party in ev]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=party)
-    ax.set_xlabel("round (0 = zero-shot)")
-    ax.set_ylabel("mean score")
-    ax.set_xticks(range(len(metrics.rounds) + 1))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def plot_scores(metrics: RunMetrics, path: Path, title: str,
+                baselines: dict[str, dict[str, float]] | None = None) -> Path:
+    """Per round and party, accuracy over the multiple-choice domains and ROUGE-L over the free-text ones
+    (a panel each, never averaged together), with 95% bootstrap intervals over the questions as error bars;
+    `baselines` (metric -> label -> figure, e.g. other methods' final scores) as dashed lines."""
+    kinds = [m for m in KINDS if any(m in result for _, ev in metrics.stages() for scores in ev.values()
+                                     for result in scores.domains.values())] or ["acc"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], kinds):
+        intervals = False
+        for index, party in enumerate(metrics.zero_shot):
+            points = [(r, *kind_scores(ev[party].domains, metric)) for r, ev in metrics.stages() if party in ev]
+            intervals |= any(i is not None for _, _, i in points)
+            xs = [r + (index - (len(metrics.zero_shot) - 1) / 2) * 0.06 for r, _, _ in points]  # bars side by side
+            ys = [mean for _, mean, _ in points]
+            errors = [[m - i[0] if i else 0 for _, m, i in points], [i[1] - m if i else 0 for _, m, i in points]]
+            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=party)
+        for label, value in (baselines or {}).get(metric, {}).items():
+            ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+            ax.annotate(label, (0, value), fontsize=7, color="grey", va="bottom")
+        ax.set_xlabel("round (0 = zero-shot)")
+        ax.set_ylabel(KINDS[metric] + (" (bars: 95% interval)" if intervals else ""))
+        ax.set_xticks(range(len(metrics.rounds) + 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

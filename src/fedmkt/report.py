@@ -13,7 +13,7 @@ from fedmkt.config import GridSpec
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
-from fedmkt.stats import KINDS, compare_scores
+from fedmkt.stats import KINDS, compare_scores, kind_scores
 from fedmkt.summary import summary_markdown
 
 
@@ -202,6 +202,20 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def _baseline_lines(cells: list[GridCell]) -> dict[str, dict[str, float]]:
+    """The baseline cells' final results as reference lines for every cell's plot: each standalone client and
+    the centralized LLM, per kind of result (accuracy, ROUGE-L)."""
+    lines: dict[str, dict[str, float]] = {}
+    for cell in cells:
+        parties = [p for p in cell.final if p != "server"] if cell.method == "Standalone" else (
+            ["server"] if cell.method == "Centralized" else [])
+        for party in parties:
+            for metric in KINDS:
+                if any(metric in r for r in cell.final[party].domains.values()):
+                    lines.setdefault(metric, {})[f"{cell.method} {party}"] = kind_scores(cell.final[party].domains, metric)[0]
+    return lines
+
+
 def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path | None = None) -> Path:
     """report.md and plots/ for a grid folder (into `output` if given, e.g. docs/)."""
     grid = _load_grid(grid_dir, grid)
@@ -211,8 +225,10 @@ def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path
     out = output or grid_dir
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = {}
+    baselines = _baseline_lines(cells)
     for cell in cells:
-        files = [plot_scores(cell.metrics, out / "plots" / f"{cell.name}-scores.png", f"{cell.name}: {cell.method}")]
+        files = [plot_scores(cell.metrics, out / "plots" / f"{cell.name}-scores.png", f"{cell.name}: {cell.method}",
+                             baselines)]
         selection = plot_selection(cell.metrics, out / "plots" / f"{cell.name}-selection.png",
                                    f"{cell.name}: DualMinCE selection")
         files += [selection] if selection else []

@@ -62,6 +62,18 @@ def paired_difference(a, b, confidence: float = 0.95, resamples: int = RESAMPLES
 KINDS = {"acc": "accuracy", "rougeL": "ROUGE-L"}  # a domain's primary metric -> what a comparison reports
 
 
+def kind_scores(results: dict[str, dict], metric: str) -> tuple[float, tuple[float, float] | None]:
+    """One party's result of one kind (accuracy over its multiple-choice domains, or ROUGE-L over the
+    free-text ones): the mean over their questions and its 95% bootstrap interval (None without per-question
+    scores: the mean of the domains' figures then)."""
+    domains = [r for r in results.values() if metric in r]
+    if domains and all(PER_QUESTION in r for r in domains):
+        scores = np.concatenate([np.asarray(r[PER_QUESTION], dtype=np.float64) for r in domains])
+        spread = paired_difference(np.zeros_like(scores), scores)  # the mean's interval: its difference from 0
+        return spread.difference, (spread.low, spread.high)
+    return float(np.mean([r[metric] for r in domains])), None
+
+
 @dataclass(frozen=True)
 class ScoreComparison:
     """Two parties' results of one kind (accuracy over the multiple-choice domains, or ROUGE-L over the

@@ -62,7 +62,10 @@ def _data(cfg: dict, split) -> str:
     if data.get("public"):
         return f"- data (public: {', '.join(s['source'] for s in data['public']['sources'])}): {sizes}"
     tasks = data.get("bigbench_tasks")
-    return f"- data (MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}): {sizes}"
+    sources = ("BIG-bench " + ", ".join(tasks) if data.get("public_domains") and set(data["public_domains"]) <= set(tasks or ())
+               else f"MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}")
+    form = ", cloze multiple choice" if data.get("choice_format") == "cloze" else ""
+    return f"- data ({sources}{form}): {sizes}"
 
 
 def _own_rows(metrics: RunMetrics) -> list[str]:

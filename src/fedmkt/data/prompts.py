@@ -22,13 +22,15 @@ class Rendered:
 
 
 def prompt_text(q: Question) -> str:
-    if q.free_text:
+    if q.free_text or q.cloze:
         return f"{q.question}\nAnswer:"
     options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices))
     return f"{q.question}\n{options}\nAnswer:"
 
 
 def choice_text(q: Question, index: int) -> str:
+    if q.cloze:
+        return f" {q.choices[index]}"
     # The answer carries its text as well as its letter: more label tokens, so more knowledge per example.
     return f" {LETTERS[index]}. {q.choices[index]}"
 

@@ -1,6 +1,8 @@
 """A labelled example, whatever set it comes from, in one of two shapes.
 
 multiple choice: a question, its choices and the right one's index; scored by log-likelihood (acc, acc_norm).
+    Lettered (MMLU's way: choices listed as "A. ...", the answer " B. <choice>") or cloze (lm-eval's way for
+    RTE, BoolQ, ARC: choices not listed, the answer is the choice's own text).
 instruction / free text: a prompt (or chat turns) and the reference responses; trained on the response
     tokens only, scored by ROUGE-L and exact match of a greedy answer.
 """
@@ -24,6 +26,7 @@ class Question:
     answer: int = -1  # index into choices; -1 for free text
     references: tuple[str, ...] = ()  # acceptable free-text answers (the first is the training target)
     turns: tuple[tuple[str, str], ...] = ()  # (role, content) before the response: rendered with a chat template
+    cloze: bool = False  # multiple choice answered by the choice's text, without letters
 
     @property
     def free_text(self) -> bool:
@@ -39,6 +42,8 @@ def set_hash(questions: list[Question]) -> str:
     """Content hash of a set of examples, in order: parties compare it to know they hold the same public set."""
     digest = hashlib.sha256()
     for q in questions:
-        digest.update(json.dumps(astuple(q), ensure_ascii=False).encode())
+        fields = astuple(q)
+        fields = fields if q.cloze else fields[:-1]  # lettered sets keep the hash they had before cloze existed
+        digest.update(json.dumps(fields, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()[:16]

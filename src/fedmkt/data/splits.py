@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fedmkt.config import RunConfig, SetSpec, SourceSpec
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
@@ -29,6 +29,14 @@ class FederatedSplit:
     private: dict[str, list[Question]]  # client -> its private set (only the clients this party may read)
     evaluation: dict[str, list[Question]]  # server-side evaluation sets by name
     client_eval: dict[str, list[Question]] = field(default_factory=dict)  # client -> its own held-out set
+
+    def as_cloze(self) -> "FederatedSplit":
+        """Every multiple-choice question answered by its choice's text instead of a letter."""
+        def cloze(questions: list[Question]) -> list[Question]:
+            return [replace(q, cloze=True) if q.choices else q for q in questions]
+        return FederatedSplit(public=cloze(self.public), private={k: cloze(v) for k, v in self.private.items()},
+                              evaluation={k: cloze(v) for k, v in self.evaluation.items()},
+                              client_eval={k: cloze(v) for k, v in self.client_eval.items()})
 
 
 class Pool:
@@ -86,6 +94,9 @@ def public_set(config: RunConfig) -> SetSpec:
     data = config.data
     if data.public is not None:
         return data.public
+    if data.public_domains:
+        return SetSpec(sources=[_preset_for(d, data.bigbench_tasks, "data.public_domains") for d in data.public_domains],
+                       size=data.public_size)
     sources = [SourceSpec(source="mmlu")]
     if data.bigbench_tasks:
         sources.append(SourceSpec(source="bigbench", domains=list(data.bigbench_tasks)))
@@ -154,4 +165,5 @@ def federated_split(config: RunConfig, clients: list[str] | None = None,
                 private[client.name] = drawn
             else:
                 client_eval[client.name] = drawn
-    return FederatedSplit(public=public, private=private, evaluation=evaluation, client_eval=client_eval)
+    split = FederatedSplit(public=public, private=private, evaluation=evaluation, client_eval=client_eval)
+    return split.as_cloze() if config.data.choice_format == "cloze" else split

@@ -67,6 +67,8 @@ class Coordinator:
         specs = {"server": config.server, **{c.name: c.model for c in config.clients}}
         questions = {d: [q.uid for q in qs] for d, qs in self.split.evaluation.items()}
         common = [questions, config.data.eval_scoring, config.train.max_length]
+        if config.data.choice_format != "letters":  # (lettered keys stay as they were before the choice)
+            common.append(config.data.choice_format)
         return {name: json.dumps([spec.model_dump(exclude={"device"}), *common], sort_keys=True)
                 for name, spec in specs.items()}
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -140,7 +141,13 @@ class FlowerTransport:
             if unknown:
                 messages = [Message(RecordDict({RECORD: ConfigRecord({"config": self.config.model_dump_json()})}),
                                     dst_node_id=n, message_type=WHO) for n in unknown]
-                for reply in self.exchange(messages, timeout=30):
+                # Stop waiting once every client was claimed: a node that died without deregistering stays
+                # listed until its heartbeats run out, and would otherwise hold the join for the whole 30 s.
+                def claimed_all(replies: list[Message]) -> bool:
+                    names = {str(_record(r).get("name", "")) for r in replies if not r.has_error()}
+                    return wanted <= names | set(claims.values())
+
+                for reply in self.exchange(messages, timeout=30, enough=claimed_all):
                     if not reply.has_error():
                         claims[reply.metadata.src_node_id] = str(_record(reply).get("name", ""))
                 node_keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()} if keys else {}
@@ -154,9 +161,11 @@ class FlowerTransport:
                                + (f"; refused: {refused}" if refused else ""))
         return found
 
-    def exchange(self, messages: list[Message], timeout: float) -> list[Message]:
-        """Push messages and collect their replies until all came or the timeout passed: the Grid's own
-        send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s (up to 3 s more per phase)."""
+    def exchange(self, messages: list[Message], timeout: float,
+                 enough: Callable[[list[Message]], bool] | None = None) -> list[Message]:
+        """Push messages and collect their replies until all came, `enough` holds for those in hand, or the
+        timeout passed: the Grid's own send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s
+        (up to 3 s more per phase)."""
         waiting = set(self.grid.push_messages(messages))
         replies: list[Message] = []
         deadline = time.monotonic() + timeout
@@ -164,7 +173,7 @@ class FlowerTransport:
             for reply in self.grid.pull_messages(waiting):
                 waiting.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
-            if not waiting or time.monotonic() >= deadline:
+            if not waiting or time.monotonic() >= deadline or (enough is not None and enough(replies)):
                 break
             time.sleep(REPLY_POLL_S)
         return replies
