@@ -16,7 +16,6 @@ run in full, on the same questions (the answers must be identical).
 from __future__ import annotations
 
 import argparse
-import time
 
 from benchmarks.common import record, timed
 
@@ -24,13 +23,13 @@ from benchmarks.common import record, timed
 def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int, learning_rate: float,
           scoring: str = "letter", choice_format: str = "letters", seed: int = 0) -> list[dict]:
     from fedmkt.config import parse_config
+    from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
     from fedmkt.federation.setup import federated_split, load_questions, make_client
     from fedmkt.stats import paired_difference
 
     config = parse_config({
         "seed": seed, "clients": [{"name": "learner", "model": {"source": source}, "domains": [task]}],
-        "data": {"bigbench_tasks": [task] if "/" in task or task not in ("stem", "humanities", "social_sciences", "other")
-                 else [], "public_size": 1, "private_size": max(sizes), "eval_size": eval_size,
+        "data": {"bigbench_tasks": [] if task in MMLU_DOMAINS else [task], "public_size": 1, "private_size": max(sizes), "eval_size": eval_size,
                  "eval_domains": [task], "eval_scoring": scoring,
                  "choice_format": choice_format},
         "train": {"learning_rate": learning_rate}, "fedmkt": {"private_epochs": epochs}})
@@ -43,11 +42,9 @@ def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int,
     for size in sizes:
         party.load_adapter_state(initial)
         party.private = private[:size]
-        start = time.perf_counter()
-        loss = party.train_private() if size else float("nan")
-        trained = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = party.evaluate(held_out)["per_question"]
+        loss, trained = timed(party.train_private) if size else (float("nan"), 0.0)
+        result, evaluated = timed(party.evaluate, held_out)
+        scores = result["per_question"]
         if zero_shot is None:
             zero_shot = scores if size == 0 else party_zero_shot(party, initial, held_out)
         change = paired_difference(zero_shot, scores)
@@ -56,7 +53,7 @@ def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int,
                      "acc": round(sum(scores) / len(scores), 4), "vs_zero_shot": round(change.difference, 4),
                      "interval": [round(change.low, 4), round(change.high, 4)], "resolved": change.resolved,
                      "sft_loss": None if loss != loss else round(loss, 4), "train_s": round(trained, 1),
-                     "eval_s": round(time.perf_counter() - start, 1)})
+                     "eval_s": round(evaluated, 1)})
         print(rows[-1], flush=True)
     party.load_adapter_state(initial)
     rows += scorer_rows(party, held_out, task)

@@ -257,8 +257,8 @@ class RunConfig(_Strict):
     server: ModelSpec = Field(ModelSpec(source="gemma3-270m"), description="the server's LLM")
     clients: list[ClientSpec] = Field(
         description="the clients, each with its SLM and private data",
-        default_factory=lambda: [ClientSpec(name=f"client-{domain}", domains=[f"multiemo/{domain}_sentence_en"])
-                                 for domain in DEFAULT_CLIENT_DOMAINS],
+        default_factory=lambda: [ClientSpec(name=f"client-{domain}", domains=[task])
+                                 for domain, task in zip(DEFAULT_CLIENT_DOMAINS, _DEFAULT_TASKS)],
         min_length=1,
     )
     lora: LoraSpec = Field(LoraSpec(), description="every party's LoRA adapter (a model's own `lora` changes it)")

@@ -62,13 +62,18 @@ def paired_difference(a, b, confidence: float = 0.95, resamples: int = RESAMPLES
 KINDS = {"acc": "accuracy", "rougeL": "ROUGE-L"}  # a domain's primary metric -> what a comparison reports
 
 
+def _pooled(results: list[dict]) -> np.ndarray:
+    """The per-question scores of several domain results, one after another."""
+    return np.concatenate([np.asarray(r[PER_QUESTION], dtype=np.float64) for r in results])
+
+
 def kind_scores(results: dict[str, dict], metric: str) -> tuple[float, tuple[float, float] | None]:
     """One party's result of one kind (accuracy over its multiple-choice domains, or ROUGE-L over the
     free-text ones): the mean over their questions and its 95% bootstrap interval (None without per-question
     scores: the mean of the domains' figures then)."""
     domains = [r for r in results.values() if metric in r]
     if domains and all(PER_QUESTION in r for r in domains):
-        scores = np.concatenate([np.asarray(r[PER_QUESTION], dtype=np.float64) for r in domains])
+        scores = _pooled(domains)
         spread = paired_difference(np.zeros_like(scores), scores)  # the mean's interval: its difference from 0
         return spread.difference, (spread.low, spread.high)
     return float(np.mean([r[metric] for r in domains])), None
@@ -122,8 +127,7 @@ def compare_scores(ours: dict[str, dict], base: dict[str, dict]) -> list[ScoreCo
             continue
         n = int(sum(ours[d].get("n", 0) for d in domains))
         if all(PER_QUESTION in ours[d] and PER_QUESTION in base[d] for d in domains):
-            a = np.concatenate([np.asarray(base[d][PER_QUESTION], dtype=np.float64) for d in domains])
-            b = np.concatenate([np.asarray(ours[d][PER_QUESTION], dtype=np.float64) for d in domains])
+            a, b = _pooled([base[d] for d in domains]), _pooled([ours[d] for d in domains])
             out.append(ScoreComparison(kind, float(b.mean()), float(a.mean()), len(a), paired_difference(a, b)))
             continue
         mine, theirs = (float(np.mean([s[d][metric] for d in domains])) for s in (ours, base))
