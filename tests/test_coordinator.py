@@ -70,7 +70,7 @@ class FakeTransport:
 
 
 def coordinator(tmp_path, transport, **fedmkt):
-    config = parse_config(tiny_config(tmp_path, rounds=1, **fedmkt))
+    config = parse_config(tiny_config(tmp_path, **{"rounds": 1, **fedmkt}))
     split = FederatedSplit(public=["q1", "q2"], private={"stem": ["a"], "hum": ["b", "c"]},
                            evaluation={"stem": ["e1", "e2"], "humanities": ["e3"]})
     server = FakeServer()
@@ -180,6 +180,23 @@ def test_a_whole_run_writes_metrics_checkpoint_and_no_summary(tmp_path):
     assert json.loads((coord.store.root / "checkpoint" / "state.json").read_text())["completed_round"] == 1
     assert not (coord.store.root / "summary.md").exists()  # the caller writes it
     assert not list(coord.store.root.rglob("*.pkl"))
+
+
+def test_evaluate_every_skips_the_rounds_between_and_always_scores_the_last(tmp_path):
+    from fedmkt.summary import summary_markdown
+
+    transport = FakeTransport({
+        Phase.SHARE: {n: ShareReply(packet=client_packet(n), private_loss=0.7).to_wire() for n in ("stem", "hum")},
+        Phase.DISTILL: {n: DistillReply(loss=0.4).to_wire() for n in ("stem", "hum")},
+        Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord, _ = coordinator(tmp_path, transport, rounds=5, evaluate_every=2)
+    metrics = coord.run()
+    evaluated = [r.round for r in metrics.rounds if r.evaluation]
+    assert evaluated == [2, 4, 5]  # every 2nd round, and the last
+    assert [phase for phase, _ in transport.calls].count(Phase.EVALUATE) == 1 + 3  # zero-shot + those rounds
+    assert [r for r, _ in metrics.stages()] == [0, 2, 4, 5]
+    text = summary_markdown(metrics)
+    assert "## after round 4" in text and "## after round 3" not in text
 
 
 # -- real tiny parties --------------------------------------------------------------------------------

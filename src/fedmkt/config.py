@@ -230,6 +230,8 @@ class FedMKTSpec(_Strict):
     method: Literal["fedmkt", "standalone", "fedavg", "centralized"] = Field(
         "fedmkt", description="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
     rounds: int = Field(1, ge=1)
+    evaluate_every: int = Field(1, ge=1, description="held-out evaluation after every Nth round and after the "
+                                                     "last (at 500 questions a domain it costs about a round)")
     top_k: int = Field(16, ge=1, le=1024)
     ce_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda: weight of CE on labels")
     selection: Literal["dual_min_ce", "always", "weighted"] = "dual_min_ce"

@@ -119,8 +119,9 @@ class RunMetrics:
         return self.rounds[-1].evaluation if self.rounds else {}
 
     def stages(self) -> list[tuple[int, Evaluation]]:
-        """(round, evaluation) from zero-shot (round 0) to the last round."""
-        return [(0, self.zero_shot)] + [(r.round, r.evaluation) for r in self.rounds]
+        """(round, evaluation) from zero-shot (round 0) to the last round, for the rounds evaluated
+        (`fedmkt.evaluate_every`)."""
+        return [(0, self.zero_shot)] + [(r.round, r.evaluation) for r in self.rounds if r.evaluation]
 
     def to_json(self) -> dict:
         out = {"config": self.config, "split": vars(self.split), "rounds": [r.to_json() for r in self.rounds],

@@ -70,7 +70,7 @@ def _data(cfg: dict, split) -> str:
 
 def _own_rows(metrics: RunMetrics) -> list[str]:
     """Each client's score on its own held-out set (clients.N.eval), zero-shot to the last round."""
-    stages = [("zero-shot", metrics.zero_shot)] + [(f"round {r.round}", r.evaluation) for r in metrics.rounds]
+    stages = [("zero-shot" if r == 0 else f"round {r}", e) for r, e in metrics.stages()]
     clients = [name for name, scores in metrics.zero_shot.items() if scores.own is not None]
     if not clients:
         return []
@@ -105,7 +105,8 @@ def summary_markdown(metrics: RunMetrics) -> str:
     header = "| party | " + " | ".join([f"{d} {_cell_header(first[d])}" for d in domains]
                                       + [f"mean {KINDS[m]}" for m in kinds]) + " |"
     sep = "|" + "---|" * (len(domains) + len(kinds) + 1)
-    stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds]
+    stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds
+                                          if r.evaluation]
     for title, evaluation, dropped in stages:
         lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, kinds, dropped) for p in parties] + [""]
     lines += _against_zero_shot(metrics)

@@ -130,12 +130,14 @@ class Coordinator:
             self.reporter.message(f"round {round_no}/{config.fedmkt.rounds}", "heading")
             round_started = time.perf_counter()
             record = self.run_round(round_no)
-            record.evaluation = self.evaluate(round_no)
+            if round_no % config.fedmkt.evaluate_every == 0 or round_no == config.fedmkt.rounds:
+                record.evaluation = self.evaluate(round_no)
             self.last_round_s = time.perf_counter() - round_started
             left = config.fedmkt.rounds - round_no
             self.reporter.message(f"round {round_no} took {self.last_round_s:.0f}s"
                                   + (f"; about {left * self.last_round_s:.0f}s left in the run ({left} rounds)" if left else ""))
-            self._report(f"after round {round_no}", record.evaluation)
+            if record.evaluation:
+                self._report(f"after round {round_no}", record.evaluation)
             self.server.save_adapter(self.store.adapter_dir(round_no, "server"))
             self.metrics.rounds.append(record)
             self.metrics.wall_s = time.perf_counter() - started
