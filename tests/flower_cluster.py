@@ -134,7 +134,7 @@ class FlowerCluster:
         while time.monotonic() < deadline:
             if predicate():
                 return
-            time.sleep(1)
+            time.sleep(0.2)
         raise TimeoutError(f"waited {timeout:.0f}s for {what}\n{self.logs()}")
 
     def stop(self) -> None:

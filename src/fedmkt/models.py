@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()  # fedmkt shows its own progress; per-tensor loading bars are noise
 
 from fedmkt.config import LoraSpec, ModelSpec
-from fedmkt.files import atomic_folder
+from fedmkt.files import atomic_folder, atomic_write_text
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -87,14 +87,26 @@ def _packaged_gguf(entry: PackagedModel) -> Path:
         # This package ships its GGUF in chunks; assemble() joins them once and checks the sha256.
         module = importlib.import_module(entry.package)
         target = cache_root() / "gguf" / module.MODEL_NAME
+        # assemble() hashes the whole file on every call (1.2 s); a stamp of the file's size, time and the
+        # package's expected sha256, written after a check passed, lets later loads skip that.
+        verified = target.with_name(target.name + ".verified")
+        if target.is_file() and verified.is_file() and verified.read_text() == _stamp(target, module):
+            return target
         try:
-            return Path(module.assemble(target))
+            path = Path(module.assemble(target))
         except (FileNotFoundError, ModuleNotFoundError) as error:
             raise ModelNotFoundError(f"model '{entry.name}': {error}; reinstall with: {entry.install}") from None
+        atomic_write_text(verified, _stamp(path, module))
+        return path
     found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not found:
         raise ModelNotFoundError(f"package '{entry.package}' holds no .gguf file; reinstall with: {entry.install}")
     return found[0]
+
+
+def _stamp(path: Path, module) -> str:
+    stat = path.stat()
+    return f"{getattr(module, 'EXPECTED_SHA256', '')}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

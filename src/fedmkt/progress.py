@@ -7,6 +7,7 @@ algorithm never holds a display object.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -47,16 +48,22 @@ class SilentReporter:
 SILENT = SilentReporter()
 
 
+def _logged(line: str) -> None:
+    now = time.time()
+    print(f"{time.strftime('%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d} {line}", flush=True)
+
+
 class _LineTask(_SilentTask):
     def finish(self, line: str) -> None:
-        print(line, flush=True)
+        _logged(line)
 
 
 class LineReporter:
-    """One plain line per finished task and per message, to standard output (server logs)."""
+    """One plain line per finished task and per message, to standard output (server logs), each stamped with
+    the UTC time of day: a federation's log is read beside its clients' logs."""
 
     def task(self, description: str, total: int) -> Task:
         return _LineTask()
 
     def message(self, text: str, level: str = "info") -> None:
-        print(f"{level.upper()}: {text}" if level in ("warning", "heading") else text, flush=True)
+        _logged(f"{level.upper()}: {text}" if level in ("warning", "heading") else text)

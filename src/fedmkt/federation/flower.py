@@ -8,7 +8,9 @@ process, or a server resuming from its checkpoint, continues from the last compl
 1.42 starts a process per message (each reloads the model) unless the SuperNode runs with
 `--isolation process` and `fedmkt flower-clientapp` (resident.py) serves its messages: then a client
 loads its model once per run. Phases map to Flower message types through `Phase` (protocol.py): the
-ClientApp registers one handler each.
+ClientApp registers one handler each. Before them the ServerApp asks every node which client it is
+(`query.who`), then tells each accepted node to build its client (`query.welcome`): model, data and
+alignments to the server's tokenizer are ready by the first phase, built while the server loads its own.
 
 Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   config         path of the FedMKT YAML on the server machine (default: the embedded default)
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,12 +53,13 @@ from fedmkt.federation.protocol import ClientFailure, Phase
 from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
 from fedmkt.federation.store import RunStore
 from fedmkt.files import child
-from fedmkt.models import cache_root
+from fedmkt.models import cache_root, peer_tokenizer
 from fedmkt.progress import SILENT, LineReporter, Reporter
 from fedmkt.tracking import StepLog
 
 RECORD = "fedmkt"
 WHO = "query.who"
+WELCOME = "query.welcome"  # to each accepted node: build the client now, while the server loads its model
 PARTITION, PARTITIONS = "partition-id", "num-partitions"  # what the Simulation Engine gives each node
 REPLY_POLL_S = 0.2
 
@@ -122,6 +126,7 @@ class FlowerTransport:
         self.grid, self.config, self.reporter = grid, config, reporter
         self.phase_timeout = phase_timeout
         self.node_of = self._join(join_timeout)
+        self._welcome()
 
     def _join(self, timeout: float) -> dict[str, int]:
         """Ask every node which client it is; accept a claim only when it is unique and, where the config
@@ -160,6 +165,14 @@ class FlowerTransport:
             raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})"
                                + (f"; refused: {refused}" if refused else ""))
         return found
+
+    def _welcome(self) -> None:
+        """Tell each accepted node to build its client (model, data, the server's tokenizer and the alignments
+        to it) now: the build overlaps the server's own model load and vocabulary maps instead of following
+        them. Refused nodes get nothing and build nothing."""
+        config = ConfigRecord({"config": self.config.model_dump_json()})
+        self.exchange([Message(RecordDict({RECORD: config}), dst_node_id=node, message_type=WELCOME)
+                       for node in self.node_of.values()], timeout=30)
 
     def exchange(self, messages: list[Message], timeout: float,
                  enough: Callable[[list[Message]], bool] | None = None) -> list[Message]:
@@ -224,6 +237,7 @@ def server_main(grid: Grid, context: Context) -> None:
 
 client_app = ClientApp()
 _RUNTIMES: dict[tuple[str, str], ClientRuntime] = {}  # kept while this process lives
+_BUILDING = threading.RLock()  # a phase waits for the build the welcome started
 
 
 def _node_name(context: Context, config: RunConfig) -> str:
@@ -275,18 +289,24 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
                                                        for c in config.clients]})
     key = (name, payload["config"])
-    if key not in _RUNTIMES:
-        # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
-        store = child(_state_dir(context, config), config.run_name or "default")
-        seed_everything(config.seed)
-        for other in [k for k in _RUNTIMES if k[1] != key[1]]:  # another run's clients: free their memory
-            del _RUNTIMES[other]
-        started = time.perf_counter()
-        runtime = make_client(config, name, federated_split(config, clients=[name]), store)
-        _note_load(store, time.perf_counter() - started)
-        runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
-        _RUNTIMES[key] = runtime
+    with _BUILDING:
+        if key not in _RUNTIMES:
+            _RUNTIMES[key] = _build(key, config, name, context)
     return _RUNTIMES[key]
+
+
+def _build(key: tuple[str, str], config: RunConfig, name: str, context: Context) -> ClientRuntime:
+    """A client of this node as the config and node config say (called once per run and client)."""
+    # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
+    store = child(_state_dir(context, config), config.run_name or "default")
+    seed_everything(config.seed)
+    for other in [k for k in _RUNTIMES if k[1] != key[1]]:  # another run's clients: free their memory
+        del _RUNTIMES[other]
+    started = time.perf_counter()
+    runtime = make_client(config, name, federated_split(config, clients=[name]), store)
+    _note_load(store, time.perf_counter() - started)
+    runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
+    return runtime
 
 
 def _note_load(store: Path, seconds: float) -> None:
@@ -300,6 +320,22 @@ def _note_load(store: Path, seconds: float) -> None:
 @client_app.query("who")
 def who(message: Message, context: Context) -> Message:
     return _reply(message, {"name": _node_name(context, parse_config(json.loads(_record(message)["config"])))})
+
+
+@client_app.query("welcome")
+def welcome(message: Message, context: Context) -> Message:
+    threading.Thread(target=_build_ahead, args=(message, context), daemon=True).start()
+    return _reply(message, {"building": True})
+
+
+def _build_ahead(message: Message, context: Context) -> None:
+    try:
+        with _BUILDING:
+            runtime = _runtime(message, context)
+            server = parse_config(json.loads(_record(message)["config"])).server.source
+            runtime.party.sender_view(peer_tokenizer(server))  # what the first distill needs
+    except Exception:  # noqa: BLE001 - the first phase message builds again and replies with the error
+        pass
 
 
 def _serve(phase: Phase):
