@@ -199,6 +199,25 @@ def test_evaluate_every_skips_the_rounds_between_and_always_scores_the_last(tmp_
     assert "## after round 4" in text and "## after round 3" not in text
 
 
+def test_zero_shot_scores_are_shared_only_between_the_same_model_questions_and_scoring(tmp_path):
+    from types import SimpleNamespace
+
+    def keys(**changes):
+        config = tiny_config(tmp_path, rounds=1)
+        for section, fields in changes.items():
+            config[section] = {**config.get(section, {}), **fields}
+        split = FederatedSplit(public=[], private={}, evaluation={"stem": [SimpleNamespace(uid=1), SimpleNamespace(uid=2)]})
+        return Coordinator(parse_config(config), FakeServer(), split, FakeTransport({}),
+                           RunStore.open(parse_config(config)))._zero_shot_keys()
+
+    base = keys()
+    assert base["stem"] == base["hum"] and base["server"] != base["stem"]  # two clients of one model: one score
+    assert keys(fedmkt={"method": "standalone", "rounds": 3}) == base  # training settings fix no zero-shot score
+    assert keys(data={"choice_format": "cloze"})["server"] != base["server"]
+    assert keys(data={"eval_scoring": "text"})["server"] != base["server"]
+    assert keys(train={"max_length": 64})["stem"] != base["stem"]
+
+
 # -- real tiny parties --------------------------------------------------------------------------------
 
 class Faulty:
