@@ -64,16 +64,14 @@ def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int,
 def scorer_rows(party, held_out, task: str) -> list[dict]:
     """The held-out evaluation timed both ways in one process: each prompt run once for all its choices
     (key/value cache) against every choice run as a full sequence; the answers must be the same."""
-    from fedmkt import evaluation
+    from fedmkt.evaluation import evaluate_multiple_choice
 
-    shared, shared_s = timed(party.evaluate, held_out)
-    full_scorer = evaluation._choice_scores
-    original = evaluation._choice_scores_shared_prompt
-    evaluation._choice_scores_shared_prompt = full_scorer
-    try:
-        full, full_s = timed(party.evaluate, held_out)
-    finally:
-        evaluation._choice_scores_shared_prompt = original
+    def score(shared_prompt: bool) -> dict:
+        return evaluate_multiple_choice(party.model, party.tokenizer, held_out, party.train_spec.max_length,
+                                        party.train_spec.batch_size, shared_prompt=shared_prompt)
+
+    shared, shared_s = timed(score, True)
+    full, full_s = timed(score, False)
     return [{"benchmark": "choice_scoring", "task": task, "model": party.source, "questions": len(held_out),
              "shared_prompt_s": round(shared_s, 1), "full_sequences_s": round(full_s, 1),
              "speedup": round(full_s / shared_s, 2),

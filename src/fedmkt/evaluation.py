@@ -85,7 +85,10 @@ def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_si
 @torch.no_grad()
 def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
                              max_length: int, batch_size: int, clock: ComputeClock | None = None,
-                             scoring: str = "letter") -> dict:
+                             scoring: str = "letter", shared_prompt: bool = True) -> dict:
+    """Accuracy (and acc_norm where continuations differ in length) with per-question results. shared_prompt:
+    run each prompt once for all its choices where they share it (False: every choice as a full sequence,
+    the reference the benchmark times it against)."""
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
@@ -96,7 +99,8 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
             return _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock)
     rows = [[encode(tokenizer, q.uid, prompt_text(q), _continuation(q, i, scoring), max_length)
              for i in range(len(q.choices))] for q in questions]
-    shared = all(len({r.answer_start for r in choices}) == 1 for choices in rows)  # else a prompt was cut per choice
+    shared = shared_prompt and all(len({r.answer_start for r in choices}) == 1 for choices in rows)  # else a
+    # prompt was cut per choice
     score = _choice_scores_shared_prompt if shared else _choice_scores
     flat = score(model, rows, max(1, batch_size), tokenizer.pad_token_id, device, clock)
     correct, correct_norm = [], 0
