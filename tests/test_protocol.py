@@ -7,8 +7,8 @@ from fedmkt.federation.protocol import (REPLIES, AdapterReply, ClientFailure, Di
 
 EXAMPLES = [ShareReply(1.5, b"\x00\x01", 0.25), PrivateReply(0.5, 2.0),
             DistillReply(2.0, 0.3, {"self": 0.25, "server": 0.75}, {"server": 0.9}),
-            EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4.0, "per_question": [1.0, 0.0, 1.0, 0.0]},
-                                "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2.0,
+            EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4, "per_question": [1.0, 0.0, 1.0, 0.0]},
+                                "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2,
                                                                     "per_question": [0.4, 0.2]}}),
             AdapterReply(0.2, b"weights"), Reply(0.0)]
 
@@ -20,6 +20,8 @@ def test_every_reply_round_trips_through_its_wire_form(reply):
     assert all(isinstance(v, (str, int, float, bytes)) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
                for v in wire.values())
     assert type(reply).from_wire(wire) == reply
+    if isinstance(reply, EvaluateReply):  # a count comes back a count, as in the server's own results
+        assert all(type(r["n"]) is int for r in type(reply).from_wire(wire).scores.values())
 
 
 def test_each_phase_has_a_reply_type_and_a_flower_message_type():
@@ -40,6 +42,7 @@ def test_each_phase_has_a_reply_type_and_a_flower_message_type():
     (EvaluateReply, {"eval.stem.n": 3.0, "eval.stem.per_question": [1.0, 0.0]}, "scores 2 questions but says n=3"),
     (EvaluateReply, {"eval.stem.n": 2.0, "eval.stem.per_question": [1.0, 7.0]}, "scores in \\[0, 1\\]"),
     (EvaluateReply, {"eval.stem.n": 1.0, "eval.stem.per_question": 1.0}, "'eval.stem.per_question' is float"),
+    (EvaluateReply, {"eval.stem.n": 2.5, "eval.stem.acc": 1.0}, "not a count of questions"),
     (PrivateReply, "not a record", "not a record"),
 ])
 def test_malformed_replies_are_refused_with_the_field_named(kind, wire, problem):

@@ -161,8 +161,12 @@ class EvaluateReply(Reply):
             domain, dot, metric = key[len("eval."):].rpartition(".")
             if not dot:
                 raise ClientFailure(f"malformed reply: evaluation key '{key}' names no metric")
-            scores.setdefault(domain, {})[metric] = (_per_question(data, key) if metric == PER_QUESTION
-                                                     else _field(data, key, float))
+            value = _per_question(data, key) if metric == PER_QUESTION else _field(data, key, float)
+            if metric == "n":  # a count (wire numbers are floats): an int again, as the server's own results
+                if value != int(value) or value < 0:
+                    raise ClientFailure(f"malformed reply: '{key}' = {value} is not a count of questions")
+                value = int(value)
+            scores.setdefault(domain, {})[metric] = value
         for domain, result in scores.items():
             if PER_QUESTION in result and len(result[PER_QUESTION]) != result.get("n"):
                 raise ClientFailure(f"malformed reply: eval.{domain} scores {len(result[PER_QUESTION])} questions "
