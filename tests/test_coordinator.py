@@ -218,6 +218,23 @@ def test_zero_shot_scores_are_shared_only_between_the_same_model_questions_and_s
     assert keys(train={"max_length": 64})["stem"] != base["stem"]
 
 
+@pytest.mark.parametrize("known, own_eval", [(True, False), (True, True), (False, False)])
+def test_zero_shot_is_computed_once_for_clients_of_one_model_where_the_clients_are_known(tmp_path, known, own_eval):
+    from types import SimpleNamespace
+
+    config = parse_config(tiny_config(tmp_path, rounds=1))  # stem and hum: the same SmolLM2
+    split = FederatedSplit(public=[], private={}, evaluation={"stem": [SimpleNamespace(uid=1)]},
+                           client_eval={"hum": [SimpleNamespace(uid=9)]} if own_eval else {})
+    transport = FakeTransport({Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord = Coordinator(config, FakeServer(), split, transport, RunStore.open(config), clients_known=known)
+    zero = coord.zero_shot()
+    assert set(zero) == {"server", "stem", "hum"} and zero["hum"] == zero["stem"]
+    asked = transport.calls[0][1]
+    # Known clients of one model share a score, unless one has a held-out set of its own; on Flower (not known)
+    # a node may run another model, so each client answers for itself.
+    assert asked == (["hum", "stem"] if own_eval or not known else ["stem"])
+
+
 # -- real tiny parties --------------------------------------------------------------------------------
 
 class Faulty:

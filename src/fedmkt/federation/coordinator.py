@@ -27,8 +27,11 @@ from fedmkt.records import Evaluation, RoundRecord, RunMetrics, SplitSizes
 
 class Coordinator:
     def __init__(self, config: RunConfig, server: Party, split: FederatedSplit, transport: Transport, store: RunStore,
-                 reporter: Reporter = SILENT):
+                 reporter: Reporter = SILENT, clients_known: bool = False):
+        """clients_known: every client runs the model and data the config names (a local run); on Flower a
+        node may run a model or data of its own, so none is assumed to score like another."""
         self.config, self.server, self.split, self.transport = config, server, split, transport
+        self.clients_known = clients_known
         self.store, self.reporter = store, reporter
         self.method = method_for(config, server, split)
         self.clients = [c.name for c in config.clients]
@@ -69,21 +72,30 @@ class Coordinator:
         common = [questions, config.data.eval_scoring, config.train.max_length]
         if config.data.choice_format != "letters":  # (lettered keys stay as they were before the choice)
             common.append(config.data.choice_format)
-        return {name: json.dumps([spec.model_dump(exclude={"device"}), *common], sort_keys=True)
+        own = {c.name: [q.uid for q in self.split.client_eval.get(c.name, [])] for c in config.clients}
+        return {name: json.dumps([spec.model_dump(exclude={"device"}), *common] + ([own[name]] if own.get(name) else []),
+                                 sort_keys=True)
                 for name, spec in specs.items()}
 
     def zero_shot(self) -> Evaluation:
-        """Round-0 evaluation, reusing scores of the same models on the same questions (experiment grids)."""
-        if self.store.zero_shot_cache is None:
+        """Round-0 evaluation. Parties of the same model, questions and scoring have the same zero-shot score
+        (a fresh adapter changes nothing), so where the clients are known each is computed once: once per run
+        (clients of one model), and once per grid with the grid's cache."""
+        if not self.clients_known:
             return self.evaluate(0)
-        cache = self.store.cached_zero_shot()
+        cached = self.store.zero_shot_cache is not None
+        cache = self.store.cached_zero_shot() if cached else {}
         keys = self._zero_shot_keys()
-        missing = {name for name, key in keys.items() if key not in cache}
-        fresh = self.evaluate(0, parties=missing) if missing else {}
-        for name in missing:
+        first_of: dict[str, str] = {}
+        for name, key in keys.items():
+            if key not in cache:
+                first_of.setdefault(key, name)
+        fresh = self.evaluate(0, parties=set(first_of.values())) if first_of else {}
+        for key, name in first_of.items():
             if name in fresh:
-                cache[keys[name]] = fresh[name]
-        self.store.save_zero_shot(cache)
+                cache[key] = fresh[name]
+        if cached:
+            self.store.save_zero_shot(cache)
         return {name: cache[keys[name]] for name in ["server", *self.clients] if keys[name] in cache}
 
     # -- rounds ----------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class LocalFederation:
         self.runtimes = {c.name: make_client(config, c.name, self.split, self.store.root, reporter)
                          for c in config.clients}
         self.coordinator = Coordinator(config, self.server, self.split, LocalTransport(self.runtimes), self.store,
-                                       reporter)
+                                       reporter, clients_known=True)
         steps = StepLog(self.store.root / "steps.jsonl", config.tracking.report_to, self.store.root.name)
         for party in self.parties:
             party.step_log = steps
