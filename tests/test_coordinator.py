@@ -235,6 +235,29 @@ def test_zero_shot_is_computed_once_for_clients_of_one_model_where_the_clients_a
     assert asked == (["hum", "stem"] if own_eval or not known else ["stem"])
 
 
+def test_progress_lines_give_each_kind_of_result_apart(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.lines = []
+
+        def task(self, description, total):
+            from fedmkt.progress import SILENT
+            return SILENT.task(description, total)
+
+        def message(self, text, level="info"):
+            self.lines.append(text)
+
+    free_text = EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 2},
+                                      "qasc": {"rougeL": 0.25, "exact_match": 0.0, "n": 1}}).to_wire()
+    config = parse_config(tiny_config(tmp_path, rounds=1))
+    split = FederatedSplit(public=[], private={}, evaluation={"stem": ["e1"]})
+    reporter = Recorder()
+    coord = Coordinator(config, FakeServer(), split, FakeTransport({Phase.EVALUATE: {"stem": free_text}}),
+                        RunStore.open(config), reporter)
+    coord._report("zero-shot", {"stem": coord.evaluate(0)["stem"]})
+    assert reporter.lines[-1] == "zero-shot accuracy / ROUGE-L: stem=1.000/0.250"  # never their mean, 0.625
+
+
 # -- real tiny parties --------------------------------------------------------------------------------
 
 class Faulty:

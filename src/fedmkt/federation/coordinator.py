@@ -15,7 +15,8 @@ import time
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
-from fedmkt.evaluation import summarize
+from fedmkt.evaluation import mean_kinds, summarize
+from fedmkt.stats import KINDS
 from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for
 from fedmkt.federation.protocol import OWN, EvaluateReply, Phase, Request
 from fedmkt.federation.roles import Party
@@ -159,5 +160,8 @@ class Coordinator:
         return self.metrics
 
     def _report(self, title: str, evaluation: Evaluation) -> None:
-        cells = "  ".join(f"{name}={scores.score:.3f}" for name, scores in evaluation.items())
-        self.reporter.message(f"{title} score: {cells}")
+        # Each kind of result (accuracy, ROUGE-L) apart: a mean over both would be no figure at all.
+        cells = "  ".join(f"{name}=" + "/".join(f"{scores.mean[m]:.3f}" for m in mean_kinds(scores.domains))
+                          for name, scores in evaluation.items())
+        kinds = mean_kinds(next(iter(evaluation.values())).domains) if evaluation else []
+        self.reporter.message(f"{title} {' / '.join(KINDS[m] for m in kinds)}: {cells}")
