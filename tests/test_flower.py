@@ -167,10 +167,12 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
                             supernode_args={n: ("--auth-supernode-private-key", str(k[0])) for n, k in keys.items()})
     try:
         cluster.start_superlink()
-        for _, public in keys.values():
-            registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
-                                        env=cluster.env, capture_output=True, text=True, timeout=60)
-            assert registered.returncode == 0, registered.stdout + registered.stderr
+        registering = [subprocess.Popen([str(BIN / "flwr"), "supernode", "register", str(public), "local"],
+                                        env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                       for _, public in keys.values()]  # side by side: each is a CLI start of a few seconds
+        for registered in registering:
+            out, _ = registered.communicate(timeout=60)
+            assert registered.returncode == 0, out
         cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}"')
         cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
         cluster.start_supernode("hum", node_config=f'private-data="{private["hum"]}" model="tiny:gemma3-270m"')

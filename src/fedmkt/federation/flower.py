@@ -62,6 +62,7 @@ WHO = "query.who"
 WELCOME = "query.welcome"  # to each accepted node: build the client now, while the server loads its model
 PARTITION, PARTITIONS = "partition-id", "num-partitions"  # what the Simulation Engine gives each node
 REPLY_POLL_S = 0.2
+RESIDENT_ENV = "FEDMKT_RESIDENT_CLIENTAPP"  # "1" in a process that serves every message of its node (resident.py)
 
 
 def _record(message: Message) -> dict:
@@ -324,8 +325,13 @@ def who(message: Message, context: Context) -> Message:
 
 @client_app.query("welcome")
 def welcome(message: Message, context: Context) -> Message:
-    threading.Thread(target=_build_ahead, args=(message, context), daemon=True).start()
-    return _reply(message, {"building": True})
+    # Only a process that outlives this message builds ahead (a resident one, or a Simulation Engine worker):
+    # Flower's default `flwr-clientapp` exits after replying, which would kill the build half way (the first
+    # phase builds then, as without a welcome).
+    ahead = os.environ.get(RESIDENT_ENV) == "1" or PARTITION in context.node_config
+    if ahead:
+        threading.Thread(target=_build_ahead, args=(message, context), daemon=True).start()
+    return _reply(message, {"building": ahead})
 
 
 def _build_ahead(message: Message, context: Context) -> None:

@@ -24,6 +24,7 @@ stop every later task.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from logging import ERROR, INFO
@@ -46,14 +47,16 @@ from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, 
 
 
 def _preload() -> None:
-    """Import now, before any task waits, what the first message of every run imports: torch, transformers
-    and peft (under fedmkt's ClientApp, which the FAB names) and transformers' classes of the packaged model
-    families, imported lazily on the first model built (about 4 s and 3.5 s on a 2-core CPU). A tiny model
-    of each family on the meta device pulls them in without weights."""
-    import peft  # noqa: F401
+    """Import now, before any task waits, what the first message of every run imports: what fedmkt's ClientApp
+    (named by the FAB) stands on, torch, transformers, peft, numba and the federation's client side, and
+    transformers' classes of the packaged model families, imported lazily on the first model built (about
+    4 s and 3.5 s on a 2-core CPU). A tiny model of each family on the meta device pulls them in without
+    weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    import fedmkt.federation.coordinator  # noqa: F401
+    import fedmkt.federation.setup  # noqa: F401
     from fedmkt.models import PACKAGED
 
     for entry in PACKAGED.values():
@@ -82,9 +85,12 @@ class ResidentExecutor:
     def serve(self, stop: threading.Event | None = None) -> None:
         """Acquire and run tasks until `stop` is set (forever by default)."""
         stop = stop or threading.Event()
+        # The ClientApp may build a client ahead of its first phase only in a process that stays (flower.py
+        # reads this; the name is repeated here because the two apps import nothing of each other).
+        os.environ["FEDMKT_RESIDENT_CLIENTAPP"] = "1"
         started = time.perf_counter()
         _preload()
-        log(INFO, "imported torch, transformers and the model families in %.1fs", time.perf_counter() - started)
+        log(INFO, "imported the client side and the model families in %.1fs", time.perf_counter() - started)
         acquirer = self._client(RuntimeVersionHttpInterceptor(component_name="SuperExec"))
         log(INFO, "fedmkt resident ClientApp executor on %s", self.address)
         try:
