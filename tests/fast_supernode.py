@@ -2,18 +2,25 @@
 
 Flower 1.42's SuperNode asks the SuperLink for a message and, when there is none, sleeps a fixed 3 s
 (flwr/supernode/start_client_internal.py), so every message of a test waits 1.5 s on average before
-a node sees it. The tests run this module instead of the `flower-supernode` script: the same code,
-arguments and behaviour, with those sleeps cut to POLL_S. Deployments and benchmarks/bench_flower.py
-run the unmodified SuperNode.
+a node sees it. A restarted SuperLink lists a surviving node again only once its next heartbeat gets
+through, and those come every ~20 s (retried with a backoff of up to 20 s after a failure): a resumed
+run's join waited that long for a live node. The tests run this module instead of the `flower-supernode`
+script: the same code, arguments and behaviour, with those sleeps cut to POLL_S and heartbeats every
+~2.4 s (retries after at most HEARTBEAT_RETRY_MAX_S). Deployments and benchmarks/bench_flower.py run the
+unmodified SuperNode.
 """
 
 import sys
 import time
 
+import flwr.supercore.heartbeat as heartbeat
 import flwr.supernode.start_client_internal as internal
+from flwr.supercore.retry import exponential
 from flwr.supernode.cli.flower_supernode import flower_supernode
 
 POLL_S = 0.5
+HEARTBEAT_RETRY_MAX_S = 1.0
+HEARTBEAT_INTERVAL_S = 8
 
 
 class _ShortSleeps:
@@ -29,5 +36,7 @@ class _ShortSleeps:
 
 if __name__ == "__main__":
     internal.time = _ShortSleeps()
+    heartbeat.exponential = lambda max_delay=None, **kw: exponential(max_delay=HEARTBEAT_RETRY_MAX_S, **kw)
+    heartbeat.HEARTBEAT_DEFAULT_INTERVAL = HEARTBEAT_INTERVAL_S  # the next beat: (this - 5 s call timeout) * ~0.8
     sys.argv[0] = "flower-supernode"
     sys.exit(flower_supernode())

@@ -3,6 +3,7 @@ reason, nothing already saved is lost. Local transport here; real Flower process
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,62 @@ def test_spoofed_and_duplicate_names_are_refused():
                                     {1: pem(stem_key), 2: pem(hum_key), 3: b""})
     assert found == {"stem": 1} and "not authenticated with that client's public key" in refused[2]
     assert "not a client of this run" in refused[3]
+
+
+class JoinGrid:
+    """A Grid of scripted nodes: node 1 died without deregistering (listed, never answers), node 2 is hum,
+    node 3 registers two polls late and is stem, node 4 answers late with a second claim of 'hum'."""
+
+    def __init__(self, late_rival: bool = False):
+        self.polls, self.late_rival = 0, late_rival
+        self.inbox: dict[str, tuple[int, int]] = {}  # message id -> (node, poll it was pushed at)
+
+    def get_node_ids(self):
+        self.polls += 1
+        return [1, 2] + ([3] if self.polls > 2 else []) + ([4] if self.late_rival else [])
+
+    def get_nodes(self):
+        return []
+
+    def push_messages(self, messages):
+        ids = []
+        for m in messages:
+            ids.append(f"m{len(self.inbox)}")
+            self.inbox[ids[-1]] = (m.metadata.dst_node_id, self.polls)
+        return ids
+
+    def pull_messages(self, ids):
+        from types import SimpleNamespace
+
+        from fedmkt.federation.flower import RECORD
+        names = {2: "hum", 3: "stem", 4: "hum"}
+        out = []
+        for i in ids:
+            node, at = self.inbox[i]
+            if node in names and (node != 4 or self.polls >= at + 3):  # node 4 takes three polls to answer
+                out.append(SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i, src_node_id=node),
+                                           has_error=lambda: False, content={RECORD: {"name": names[node]}}))
+        return out
+
+
+@pytest.mark.parametrize("late_rival", [False, True])
+def test_the_join_waits_for_no_dead_node_and_asks_nodes_that_register_late(late_rival, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from fedmkt.config import parse_config
+    from fedmkt.federation import flower
+    from tests.tiny import tiny_config
+
+    # Flower's Message needs a running ServerApp's identity; the join only reads where a message goes.
+    monkeypatch.setattr(flower, "Message", lambda content, dst_node_id, message_type, **_: SimpleNamespace(
+        content=content, metadata=SimpleNamespace(dst_node_id=dst_node_id, message_type=message_type)))
+    FlowerTransport = flower.FlowerTransport
+
+    started = time.monotonic()
+    transport = FlowerTransport(JoinGrid(late_rival), parse_config(tiny_config(Path("runs"))), phase_timeout=5,
+                                join_timeout=8 if late_rival else 60)
+    # Before, the dead node held every WHO exchange for 30 s; now the join ends once every client is claimed
+    # and a short grace has passed for replies in flight, in which a second claim of a name refuses both.
+    assert transport.node_of == ({"stem": 3} if late_rival else {"stem": 3, "hum": 2})
+    assert time.monotonic() - started < (15 if late_rival else 10)

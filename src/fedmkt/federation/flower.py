@@ -39,7 +39,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -62,6 +61,7 @@ WHO = "query.who"
 WELCOME = "query.welcome"  # to each accepted node: build the client now, while the server loads its model
 PARTITION, PARTITIONS = "partition-id", "num-partitions"  # what the Simulation Engine gives each node
 REPLY_POLL_S = 0.2
+JOIN_GRACE_S = 3.0  # once every client is claimed, how long replies still in flight may contest a claim
 RESIDENT_ENV = "FEDMKT_RESIDENT_CLIENTAPP"  # "1" in a process that serves every message of its node (resident.py)
 
 
@@ -141,27 +141,39 @@ class FlowerTransport:
         claims: dict[int, str] = {}
         refused: dict[int, str] = {}
         found: dict[str, int] = {}
+        asked: dict[str, int] = {}  # WHO message id -> node, for the replies not in yet
+        reported: set[int] = set()
+        payload = ConfigRecord({"config": self.config.model_dump_json()})
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and set(found) != wanted:
-            unknown = [n for n in self.grid.get_node_ids() if n not in claims]
-            if unknown:
-                messages = [Message(RecordDict({RECORD: ConfigRecord({"config": self.config.model_dump_json()})}),
-                                    dst_node_id=n, message_type=WHO) for n in unknown]
-                # Stop waiting once every client was claimed: a node that died without deregistering stays
-                # listed until its heartbeats run out, and would otherwise hold the join for the whole 30 s.
-                def claimed_all(replies: list[Message]) -> bool:
-                    names = {str(_record(r).get("name", "")) for r in replies if not r.has_error()}
-                    return wanted <= names | set(claims.values())
-
-                for reply in self.exchange(messages, timeout=30, enough=claimed_all):
-                    if not reply.has_error():
-                        claims[reply.metadata.src_node_id] = str(_record(reply).get("name", ""))
+        complete_at: float | None = None
+        # One poll loop over every WHO in flight: a node that died without deregistering stays listed until
+        # its heartbeats run out and never answers; it must not hold up the nodes that do, nor keep a node
+        # that registers later from being asked.
+        while time.monotonic() < deadline:
+            new = [n for n in self.grid.get_node_ids() if n not in claims and n not in asked.values()]
+            if new:
+                ids = self.grid.push_messages([Message(RecordDict({RECORD: payload}), dst_node_id=n,
+                                                       message_type=WHO) for n in new])
+                asked.update(zip(ids, new))
+            replies = list(self.grid.pull_messages(list(asked))) if asked else []
+            for reply in replies:
+                asked.pop(reply.metadata.reply_to_message_id, None)
+                if not reply.has_error():
+                    claims[reply.metadata.src_node_id] = str(_record(reply).get("name", ""))
+            if replies:
                 node_keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()} if keys else {}
                 found, refused = resolve_claims(claims, wanted, keys, node_keys)
-                for node, why in refused.items():
-                    self.reporter.message(f"node {node} refused: {why}", "warning")
-            if set(found) != wanted:
-                time.sleep(1)
+                for node in set(refused) - reported:
+                    self.reporter.message(f"node {node} refused: {refused[node]}", "warning")
+                reported |= set(refused)
+            if set(found) == wanted:
+                complete_at = complete_at or time.monotonic()
+                # A short grace for nodes still answering: a second claim of a name refuses both claimants.
+                if not asked or time.monotonic() - complete_at >= JOIN_GRACE_S:
+                    break
+            else:
+                complete_at = None
+            time.sleep(REPLY_POLL_S)
         if not found:
             raise RuntimeError(f"no client joined within {timeout:.0f}s (expected {sorted(wanted)})"
                                + (f"; refused: {refused}" if refused else ""))
@@ -175,10 +187,8 @@ class FlowerTransport:
         self.exchange([Message(RecordDict({RECORD: config}), dst_node_id=node, message_type=WELCOME)
                        for node in self.node_of.values()], timeout=30)
 
-    def exchange(self, messages: list[Message], timeout: float,
-                 enough: Callable[[list[Message]], bool] | None = None) -> list[Message]:
-        """Push messages and collect their replies until all came, `enough` holds for those in hand, or the
-        timeout passed: the Grid's own send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s
+    def exchange(self, messages: list[Message], timeout: float) -> list[Message]:
+        """Push messages and collect their replies until all came or the timeout passed: the Grid's own send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s
         (up to 3 s more per phase)."""
         waiting = set(self.grid.push_messages(messages))
         replies: list[Message] = []
@@ -187,7 +197,7 @@ class FlowerTransport:
             for reply in self.grid.pull_messages(waiting):
                 waiting.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
-            if not waiting or time.monotonic() >= deadline or (enough is not None and enough(replies)):
+            if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(REPLY_POLL_S)
         return replies
