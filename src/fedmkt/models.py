@@ -224,13 +224,18 @@ def peer_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return _PEERS[source]
 
 
-def _tiny_model(entry: PackagedModel, vocab_size: int, seed: int) -> torch.nn.Module:
+def tiny_architecture(entry: PackagedModel, vocab_size: int):
+    """The transformers config of a packaged family's random miniature (tests, and the resident executor's
+    warm-up, which builds one on the meta device to import the family's classes)."""
     from transformers import AutoConfig
 
     settings = dict(entry.tiny_config)
-    config = AutoConfig.for_model(settings.pop("model_type"), vocab_size=vocab_size, **settings)
+    return AutoConfig.for_model(settings.pop("model_type"), vocab_size=vocab_size, **settings)
+
+
+def _tiny_model(entry: PackagedModel, vocab_size: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(tiny_architecture(entry, vocab_size))
 
 
 def _quantization(spec: ModelSpec, dtype: torch.dtype):

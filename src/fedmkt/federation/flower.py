@@ -48,7 +48,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmkt.config import RunConfig, SetSpec, SourceSpec, load_config, parse_config
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
-from fedmkt.federation.protocol import ClientFailure, Phase
+from fedmkt.federation.protocol import RESIDENT_ENV, ClientFailure, Phase
 from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
 from fedmkt.federation.store import RunStore
 from fedmkt.files import child
@@ -62,7 +62,6 @@ WELCOME = "query.welcome"  # to each accepted node: build the client now, while 
 PARTITION, PARTITIONS = "partition-id", "num-partitions"  # what the Simulation Engine gives each node
 REPLY_POLL_S = 0.2
 JOIN_GRACE_S = 3.0  # once every client is claimed, how long replies still in flight may contest a claim
-RESIDENT_ENV = "FEDMKT_RESIDENT_CLIENTAPP"  # "1" in a process that serves every message of its node (resident.py)
 
 
 def _record(message: Message) -> dict:
@@ -125,6 +124,7 @@ class FlowerTransport:
     def __init__(self, grid: Grid, config: RunConfig, phase_timeout: float, join_timeout: float,
                  reporter: Reporter = SILENT):
         self.grid, self.config, self.reporter = grid, config, reporter
+        self.config_json = config.model_dump_json()  # sent with every message: serialised once
         self.phase_timeout = phase_timeout
         self.node_of = self._join(join_timeout)
         self._welcome()
@@ -143,7 +143,7 @@ class FlowerTransport:
         found: dict[str, int] = {}
         asked: dict[str, int] = {}  # WHO message id -> node, for the replies not in yet
         reported: set[int] = set()
-        payload = ConfigRecord({"config": self.config.model_dump_json()})
+        payload = ConfigRecord({"config": self.config_json})
         deadline = time.monotonic() + timeout
         complete_at: float | None = None
         # One poll loop over every WHO in flight: a node that died without deregistering stays listed until
@@ -183,13 +183,13 @@ class FlowerTransport:
         """Tell each accepted node to build its client (model, data, the server's tokenizer and the alignments
         to it) now: the build overlaps the server's own model load and vocabulary maps instead of following
         them. Refused nodes get nothing and build nothing."""
-        config = ConfigRecord({"config": self.config.model_dump_json()})
+        config = ConfigRecord({"config": self.config_json})
         self.exchange([Message(RecordDict({RECORD: config}), dst_node_id=node, message_type=WELCOME)
                        for node in self.node_of.values()], timeout=30)
 
     def exchange(self, messages: list[Message], timeout: float) -> list[Message]:
-        """Push messages and collect their replies until all came or the timeout passed: the Grid's own send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s
-        (up to 3 s more per phase)."""
+        """Push messages and collect their replies until all came or the timeout passed: the Grid's own
+        send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s (up to 3 s more per phase)."""
         waiting = set(self.grid.push_messages(messages))
         replies: list[Message] = []
         deadline = time.monotonic() + timeout
@@ -209,7 +209,7 @@ class FlowerTransport:
             if name in self.node_of:
                 node = self.node_of[name]
                 name_of[node] = name
-                payload = dict(payload, config=self.config.model_dump_json())
+                payload = dict(payload, config=self.config_json)
                 messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=node,
                                         message_type=phase.value, ttl=self.phase_timeout + 60))
         for reply in self.exchange(messages, self.phase_timeout):

@@ -45,6 +45,8 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
+from fedmkt.federation.protocol import RESIDENT_ENV
+
 
 def _preload() -> None:
     """Import now, before any task waits, what the first message of every run imports: what fedmkt's ClientApp
@@ -53,16 +55,15 @@ def _preload() -> None:
     4 s and 3.5 s on a 2-core CPU). A tiny model of each family on the meta device pulls them in without
     weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     import fedmkt.federation.coordinator  # noqa: F401
     import fedmkt.federation.setup  # noqa: F401
-    from fedmkt.models import PACKAGED
+    from fedmkt.models import PACKAGED, tiny_architecture
 
     for entry in PACKAGED.values():
-        settings = dict(entry.tiny_config)
         with torch.device("meta"):
-            AutoModelForCausalLM.from_config(AutoConfig.for_model(settings.pop("model_type"), vocab_size=64, **settings))
+            AutoModelForCausalLM.from_config(tiny_architecture(entry, vocab_size=64))
 
 
 class ResidentExecutor:
@@ -85,9 +86,7 @@ class ResidentExecutor:
     def serve(self, stop: threading.Event | None = None) -> None:
         """Acquire and run tasks until `stop` is set (forever by default)."""
         stop = stop or threading.Event()
-        # The ClientApp may build a client ahead of its first phase only in a process that stays (flower.py
-        # reads this; the name is repeated here because the two apps import nothing of each other).
-        os.environ["FEDMKT_RESIDENT_CLIENTAPP"] = "1"
+        os.environ[RESIDENT_ENV] = "1"  # the ClientApp may build a client ahead only in a process that stays
         started = time.perf_counter()
         _preload()
         log(INFO, "imported the client side and the model families in %.1fs", time.perf_counter() - started)
