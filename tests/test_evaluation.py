@@ -112,6 +112,9 @@ def test_scoring_a_prompt_once_for_all_its_choices_equals_scoring_every_choice_i
         cached = evaluation._choice_scores_shared_prompt(loaded.model, rows, *args)
     assert len(full) == sum(len(q.choices) for q in questions)
     assert cached == pytest.approx(full, rel=1e-4, abs=1e-4)
+    with torch.no_grad():  # several batches of length-sorted prompts: scores still come back in question order
+        small_batches = evaluation._choice_scores_shared_prompt(loaded.model, rows, 1, *args[1:])
+    assert small_batches == pytest.approx(full, rel=1e-4, abs=1e-4)
     # And through the public call: the same answers either way.
     both = [evaluation.evaluate_multiple_choice(loaded.model, loaded.tokenizer, questions, 256, 3, shared_prompt=s)
             for s in (True, False)]

@@ -214,9 +214,13 @@ def _choice_scores_shared_prompt(model, rows: list[list[Encoded]], batch_size: i
     only the continuations go through the model again (a prompt is most of the tokens: about k times less
     compute for k choices). Prompt and continuation are tokenized apart (`encode`), so the tokens are the
     ones the full-sequence scorer sees."""
+    # Prompts of like length batched together (less padding: about a quarter less time on review sentences),
+    # four times the training batch (no gradients kept); scores go back to question order at the end.
+    order = sorted(range(len(rows)), key=lambda i: rows[i][0].answer_start)
+    batch_size *= 4
     scores = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = [rows[i] for i in order[start:start + batch_size]]
         prompts = [choices[0].input_ids[:choices[0].answer_start] for choices in chunk]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -245,4 +249,10 @@ def _choice_scores_shared_prompt(model, rows: list[list[Encoded]], batch_size: i
             logits = torch.cat([first.logits[owner, -1:], out.logits[:, :-1]], 1).float()
             token_logp = torch.log_softmax(logits, -1).gather(-1, cont.unsqueeze(-1)).squeeze(-1) * cont_mask
         scores.append(token_logp.sum(1).cpu().numpy())
-    return np.concatenate(scores) if scores else np.zeros(0)
+    if not scores:
+        return np.zeros(0)
+    by_question = np.split(np.concatenate(scores), np.cumsum([len(rows[i]) for i in order])[:-1])
+    placed = [None] * len(rows)
+    for at, i in enumerate(order):
+        placed[i] = by_question[at]
+    return np.concatenate(placed)
