@@ -317,3 +317,9 @@ def test_local_run_resumes_after_a_crash_with_nothing_lost(tmp_path, mmlu):
         assert x["private_loss"] == pytest.approx(y["private_loss"], rel=1e-5)
         assert x["evaluation"] == y["evaluation"]
     assert np.isfinite(b[1]["kd_loss"]["server"])
+    # The step log holds each step once, as the uninterrupted run's does: round 2's crashed steps are gone.
+    from fedmkt.tracking import read_steps
+
+    def steps(run):
+        return [(r["party"], r["round"], r["what"], r["step"]) for r in read_steps(run / "steps.jsonl")]
+    assert steps(resumed) == steps(whole)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedmkt.files import atomic_write_text
+
 INSTALL = {"tensorboard": "pip install tensorboard", "wandb": "pip install wandb", "mlflow": "pip install mlflow"}
 
 
@@ -51,3 +53,19 @@ class StepLog:
 
 def read_steps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def drop_steps_after(path: Path, round_no: int) -> None:
+    """Forget the steps of rounds after `round_no` (a resume repeats them: without this they would be logged
+    twice). A partly written last line (the crash) goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("round", 0)) <= round_no:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))

@@ -119,6 +119,7 @@ class Coordinator:
         self.server.load_adapter_state(checkpoint.server_adapter)
         self.metrics = self.store.read_metrics()
         self.metrics.rounds = [r for r in self.metrics.rounds if r.round <= checkpoint.completed_round]
+        self.store.drop_steps_after(checkpoint.completed_round)
         return checkpoint.completed_round
 
     def run(self, resume: bool = False) -> RunMetrics:

@@ -2,6 +2,7 @@
 
     config.yaml          the resolved config
     metrics.json         RunMetrics, rewritten after every round (atomically)
+    steps.jsonl          a line per optimizer step (fedmkt.tracking); a resume drops the rounds it repeats
     round-N/<party>/     LoRA adapters after round N
     checkpoint/          round-N/ (server adapter, RNG state), then state.json, written last: a crash
                          between the writes leaves the previous checkpoint in force
@@ -29,6 +30,7 @@ from fedmkt.files import atomic_folder, child, atomic_write_bytes, atomic_write_
 from fedmkt.federation.protocol import adapter_from_bytes, adapter_to_bytes
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.summary import summary_markdown
+from fedmkt.tracking import drop_steps_after
 
 
 def rng_state() -> dict:
@@ -103,6 +105,9 @@ class RunStore:
 
     def write_summary(self, metrics: RunMetrics) -> Path:
         return atomic_write_text(self.root / "summary.md", summary_markdown(metrics))
+
+    def drop_steps_after(self, round_no: int) -> None:
+        drop_steps_after(self.root / "steps.jsonl", round_no)
 
     def adapter_dir(self, round_no: int, party: str) -> Path:
         return child(self.root, f"round-{round_no}", party)
