@@ -51,6 +51,13 @@ def test_claims_pair_each_client_with_its_own_standalone_and_the_llm_with_its_ow
     assert ("LLM2SLM: SLM stem beats standalone", "llm2slm") in pairs
     assert not any(claim.startswith("FedMKT") and where == "llm2slm" for claim, where in pairs)
     assert not any("LLM beats" in claim and where == "llm2slm" for claim, where in pairs)
+    # Every SLM against its own zero-shot; FedMKT's SLMs against LLM2SLM on the same clients and server (the
+    # one-to-one and heterogeneous cells have no such twin), verdicts saying which way it went.
+    assert pairs[("FedMKT: SLM social beats its zero-shot", "heterogeneous")] == "0.250 (round 0)"
+    assert pairs[("FedMKT: SLM stem against LLM2SLM", "homogeneous")] == "0.460 (llm2slm)"
+    assert ("FedMKT: SLM stem against LLM2SLM", "one-to-one") not in pairs
+    assert ("FedMKT: SLM social against LLM2SLM", "heterogeneous") not in pairs
+    assert not any("against FedAvg" in claim for claim, _ in pairs)  # no FedAvg cell in this grid
 
 
 def per_question(values: list[float], free_text: list[float] | None = None) -> PartyScores:
