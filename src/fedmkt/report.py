@@ -68,6 +68,12 @@ def _load_cells(grid_dir: Path, grid: GridSpec | None) -> list[GridCell]:
     return cells
 
 
+def _scoring(data: dict) -> str:
+    if data.get("choice_format") == "cloze":
+        return "cloze: each answer's text scored by its likelihood"
+    return "choice texts scored" if data.get("eval_scoring") == "text" else "letter scoring"
+
+
 def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]) -> str:
     first = cells[0].metrics
     zero = first.zero_shot["server"].domains
@@ -86,7 +92,7 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
     lines = [f"# {title}", "",
              f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
              + ", ".join(f"{d} ({n})" for d, n in first.split.evaluation.items())
-             + " questions; accuracy (letter scoring), ROUGE-L F1 for free-text tasks; each 'mean' is over the "
+             + f" questions; accuracy ({_scoring(cfg['data'])}), ROUGE-L F1 for free-text tasks; each 'mean' is over the "
              f"domains of its kind. Public set {first.split.public} examples, private "
              + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
     # LLM table: zero-shot, then every cell that trained the server.
@@ -147,11 +153,17 @@ def _client_key(config: dict, name: str) -> str:
     return json.dumps([spec, config["seed"], config["data"], config["train"], config["lora"]], sort_keys=True)
 
 
-def _federation_key(config: dict) -> str:
-    """What the server's result depends on besides the method: its model, every client and its data."""
-    clients = [{k: v for k, v in c.items() if k != "public_key"} for c in config["clients"]]
+def _federation_key(config: dict, models: bool = True) -> str:
+    """What the server's result depends on besides the method: its model, every client and its data.
+    models=False: the clients' data only (a centralized LLM never sees the client models)."""
+    clients = [{k: v for k, v in c.items() if k != "public_key" and (models or k != "model")}
+               for c in config["clients"]]
     return json.dumps([config["server"], clients, config["seed"], config["data"], config["train"], config["lora"]],
                       sort_keys=True)
+
+
+def _pooled_key(config: dict) -> str:
+    return _federation_key(config, models=False)
 
 
 def _matched(candidates: list[GridCell], key: Callable[[dict], str], cfg: dict, party: str) -> GridCell | None:
@@ -203,7 +215,7 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
             server = cell.final["server"]
             add(claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,
                 cell.metrics.zero_shot["server"], "round 0")
-            pooled = _matched(of["Centralized"], _federation_key, cfg, "server")
+            pooled = _matched(of["Centralized"], _pooled_key, cfg, "server")
             if pooled is not None:
                 add(claims, f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"],
                     pooled.name)
