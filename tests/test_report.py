@@ -135,3 +135,19 @@ def test_plots_show_intervals_and_the_baseline_cells_as_reference_lines(tmp_path
     assert kind_scores(scores(0.4).domains, "acc") == (0.4, None)
     path = plot_scores(cells[0].metrics, tmp_path / "scores.png", "homogeneous", lines)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_committed_grid_report_is_what_the_committed_runs_give(tmp_path):
+    """docs/paper-grid/report.md is rewritten byte for byte from the cells' metrics.json kept beside it (the
+    report is never edited by hand, and a change to the report code shows up here)."""
+    from pathlib import Path
+
+    from fedmkt.report import write_grid_report
+
+    shipped = Path(__file__).resolve().parents[1] / "docs" / "paper-grid"
+    written = write_grid_report(shipped, output=tmp_path)
+    assert written.read_text() == (shipped / "report.md").read_text()
+    claims = [line for line in written.read_text().splitlines() if line.startswith("| ") and (": SLM " in line
+              or ": LLM " in line)]
+    assert claims and all(" [" in line and line.endswith(("holds |", "hold |", "bounded |", "higher |", "lower |"))
+                          for line in claims)  # every claim carries its interval and a verdict
