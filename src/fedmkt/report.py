@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -172,6 +173,10 @@ def _matched(candidates: list[GridCell], key: Callable[[dict], str], cfg: dict, 
     return next((c for c in candidates if party in c.final and key(c.metrics.config) == key(cfg)), None)
 
 
+_DIRECTION = {"holds": "ours higher", "does not hold": "ours lower"}  # verdicts of comparisons the paper
+# makes no claim about: which way the difference went
+
+
 def claims_markdown(cells: list[GridCell]) -> list[str]:
     """The paper's claims, checked on this grid, each against a matched baseline cell: an SLM against its
     zero-shot and against the same client (model, private data, settings) trained standalone; the LLM against
@@ -182,11 +187,10 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
     of = {label: [c for c in cells if c.method == label] for label in ("Standalone", "Centralized", "FedAvg", "LLM2SLM")}
     claims, others = [], []
 
-    def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str) -> None:
+    def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str,
+            words: dict[str, str] | None = None) -> None:
         for c in compare_scores(ours.domains, base.domains):
-            verdict = c.verdict()
-            if rows is others:  # not a claim of the paper: say which way it went
-                verdict = {"holds": "ours higher", "does not hold": "ours lower"}.get(verdict, verdict)
+            verdict = (words or {}).get(c.verdict(), c.verdict())
             rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}) | "
                         f"{c.ours:.3f} | {c.base:.3f} ({base_name}) | {c.text()} | {verdict} |")
 
@@ -202,7 +206,7 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
             if name in cell.metrics.zero_shot:
                 add(claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name, ours,
                     cell.metrics.zero_shot[name], "round 0")
-            base = _matched(of["Standalone"], lambda c, name=name: _client_key(c, name), cfg, name)
+            base = _matched(of["Standalone"], partial(_client_key, name=name), cfg, name)
             if base is not None:
                 add(claims, f"{cell.method}: SLM {name} beats standalone", cell.name, ours, base.final[name], base.name)
             if cell.method.startswith("FedMKT"):  # the same clients and server, trained the other ways
@@ -210,7 +214,7 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
                     other = _matched(of[label], _federation_key, cfg, name)
                     if other is not None:
                         add(others, f"{cell.method}: SLM {name} against {label}", cell.name, ours,
-                            other.final[name], other.name)
+                            other.final[name], other.name, words=_DIRECTION)
         if "server" in cell.final:
             server = cell.final["server"]
             add(claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,

@@ -57,7 +57,7 @@ class LocalFederation:
                          for c in config.clients}
         self.coordinator = Coordinator(config, self.server, self.split, LocalTransport(self.runtimes), self.store,
                                        reporter, clients_known=True)
-        steps = StepLog(self.store.root / "steps.jsonl", config.tracking.report_to, self.store.root.name)
+        steps = StepLog(self.store.steps, config.tracking.report_to, self.store.root.name)
         for party in self.parties:
             party.step_log = steps
 

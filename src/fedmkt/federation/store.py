@@ -106,8 +106,12 @@ class RunStore:
     def write_summary(self, metrics: RunMetrics) -> Path:
         return atomic_write_text(self.root / "summary.md", summary_markdown(metrics))
 
+    @property
+    def steps(self) -> Path:
+        return self.root / "steps.jsonl"
+
     def drop_steps_after(self, round_no: int) -> None:
-        drop_steps_after(self.root / "steps.jsonl", round_no)
+        drop_steps_after(self.steps, round_no)
 
     def adapter_dir(self, round_no: int, party: str) -> Path:
         return child(self.root, f"round-{round_no}", party)
