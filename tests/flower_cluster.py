@@ -15,6 +15,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# No test's verdict may depend on the machine's speed (a shared 2-core host runs 2-3x slower in a busy hour,
+# and a phase of a tiny client has been seen to take over 12 s there). Timeouts are upper bounds on waits
+# for events, so a generous one costs a passing test nothing: a client is dropped because its node is gone
+# (the SuperLink answers for a node whose heartbeats stopped) or because it answered with an error, never
+# because a healthy client was slow. Only a test that checks the timeout itself sets a short one, with a
+# client that never answers.
+PHASE_TIMEOUT_S = 900.0
+JOIN_TIMEOUT_S = 300.0
+CLI_TIMEOUT_S = 300.0  # a Flower CLI or server process starting on a loaded machine
+ROUND_WAIT_S = 1200.0  # the longest a test waits for a run to reach a round
 
 
 def free_port() -> int:
@@ -65,7 +75,7 @@ class FlowerCluster:
         else:
             args += ["--insecure"]
         self._start("superlink", args)
-        self.wait(lambda: self._listening(self.port), 60, "SuperLink to listen")
+        self.wait(lambda: self._listening(self.port), CLI_TIMEOUT_S, "SuperLink to listen")
 
     def start_supernode(self, name: str, claim: str | None = None, node_config: str = "") -> None:
         """A SuperNode known here as `name`, telling the server it is client `claim` (default: name)."""
@@ -88,15 +98,15 @@ class FlowerCluster:
         self._start(f"resident-{name}", [str(BIN / "fedmkt"), "flower-clientapp", "--runtime-api-address",
                                          f"127.0.0.1:{self.ports[f'supernode-{name}']}", "--insecure"])
 
-    def run(self, config: dict, resume: bool = False, phase_timeout: float = 120, join_timeout: float = 90,
-            supernodes: int | None = None) -> str:
+    def run(self, config: dict, resume: bool = False, phase_timeout: float = PHASE_TIMEOUT_S,
+            join_timeout: float = JOIN_TIMEOUT_S, supernodes: int | None = None) -> str:
         """Submit a run; `supernodes`: how many clients the Simulation Engine simulates (simulation SuperLink)."""
         path = self.tmp / f"{config['run_name']}.yaml"
         path.write_text(yaml.safe_dump(config))
         overrides = f'config="{path}" resume={str(resume).lower()} phase-timeout={float(phase_timeout)} join-timeout={float(join_timeout)}'
         args = [str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "local", "--run-config", overrides]
         args += ["--federation-config", f"num-supernodes={supernodes}"] if supernodes else []
-        out = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         assert "Successfully started run" in out.stdout, out.stdout + out.stderr
         return out.stdout
 

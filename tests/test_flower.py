@@ -10,7 +10,7 @@ import pytest
 from fedmkt.config import parse_config
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.protocol import Phase
-from tests.flower_cluster import BIN, FlowerCluster, finished, metrics
+from tests.flower_cluster import BIN, CLI_TIMEOUT_S, ROUND_WAIT_S, FlowerCluster, finished, metrics
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.flower
@@ -53,15 +53,17 @@ def run_locally(config: dict, out: Path, mmlu) -> dict:
 
 def test_a_client_killed_mid_round_is_dropped_and_the_round_completes(cluster):
     run_dir = cluster.tmp / "runs" / "kill"
-    cluster.run(smollm2_server(tiny_config(cluster.tmp / "runs", "kill", rounds=1)), phase_timeout=12)  # a tiny
-    # phase takes a few seconds
+    # The default, generous phase timeout: hum must be dropped because its node is gone (its heartbeats stop and
+    # the SuperLink answers for it), not because a phase ran long; stem, slow or not, must not be dropped.
+    cluster.run(smollm2_server(tiny_config(cluster.tmp / "runs", "kill", rounds=1)))
     shared = cluster.tmp / "nodes" / "hum" / "kill" / "latest" / "hum" / "state.json"
-    cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == Phase.SHARE.value, 300,
+    cluster.wait(lambda: shared.is_file() and json.loads(shared.read_text())["phase"] == Phase.SHARE.value, ROUND_WAIT_S,
                  "client 'hum' to share its knowledge")
     cluster.kill("supernode-hum")  # after sending knowledge, before distilling the LLM's
-    cluster.wait(finished(run_dir, 1), 300, "the round to complete without 'hum'")
+    cluster.wait(finished(run_dir, 1), ROUND_WAIT_S, "the round to complete without 'hum'")
     record = metrics(run_dir)["rounds"][0]
-    assert "hum" in record["dropped"] and "stem" not in record["dropped"]
+    assert "hum" in record["dropped"] and "stem" not in record["dropped"], record["dropped"]
+    assert "Node Unavailable" in record["dropped"]["hum"], record["dropped"]  # an event, not a timeout
     assert "stem" in record["kd_loss"] and "server" in record["kd_loss"]
     assert "stem" in record["evaluation"] and "hum" not in record["evaluation"]
     cluster.start_supernode("hum")  # hum's machine comes back for the next test
@@ -73,7 +75,7 @@ def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(clust
     cluster.run(config)
     local_reference = run_locally(config, tmp_path / "local", mmlu)
     checkpoint = run_dir / "checkpoint" / "state.json"
-    cluster.wait(lambda: checkpoint.is_file() and json.loads(checkpoint.read_text())["completed_round"] == 1, 300,
+    cluster.wait(lambda: checkpoint.is_file() and json.loads(checkpoint.read_text())["completed_round"] == 1, ROUND_WAIT_S,
                  "round 1 checkpoint")
     cluster.kill("superlink")  # the ServerApp dies with it
     # stem's machine restarts too (SuperNode and client process): the client reloads its adapters from its
@@ -84,10 +86,10 @@ def test_server_killed_after_round_one_resumes_and_equals_the_local_runner(clust
     cluster.start_superlink()
     cluster.start_supernode("stem")
     cluster.run(config, resume=True)
-    cluster.wait(finished(run_dir, 2), 420, "the resumed run to finish round 2")
+    cluster.wait(finished(run_dir, 2), ROUND_WAIT_S, "the resumed run to finish round 2")
     # Nothing lost or counted twice: the resumed run equals one that never stopped.
     ours = metrics(run_dir)
-    assert all(not r["dropped"] for r in ours["rounds"])
+    assert all(not r["dropped"] for r in ours["rounds"]), [r["dropped"] for r in ours["rounds"]]
     assert_same_rounds(ours, local_reference, 2)
     # The server keeps its adapters in the run folder, each client in its own node's store.
     assert (run_dir / "round-2" / "server" / "adapter_model.safetensors").is_file()
@@ -118,7 +120,7 @@ def test_eight_simulated_clients_equal_the_local_runner(tmp_path, mmlu):
         config = eight_clients(tmp_path / "runs", "sim")
         cluster.run(config, supernodes=8)
         local = run_locally(config, tmp_path / "local", mmlu)
-        cluster.wait(finished(run_dir, 1), 300, "8 simulated clients to finish a round")
+        cluster.wait(finished(run_dir, 1), ROUND_WAIT_S, "8 simulated clients to finish a round")
     finally:
         cluster.stop()
     record = metrics(run_dir)["rounds"][0]
@@ -171,7 +173,7 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
                                         env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                        for _, public in keys.values()]  # side by side: each is a CLI start of a few seconds
         for registered in registering:
-            out, _ = registered.communicate(timeout=60)
+            out, _ = registered.communicate(timeout=CLI_TIMEOUT_S)
             assert registered.returncode == 0, out
         cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}"')
         cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
@@ -182,9 +184,9 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
             client["public_key"] = str(keys[client["name"]][1])
         config["data"] = {"public": {"source": str(EXAMPLE / "public.jsonl"), "size": 6},
                           "evaluation": {"quiz": {"source": str(EXAMPLE / "quiz.jsonl"), "size": 3}}}
-        started = cluster.run(config, phase_timeout=90, join_timeout=60)
+        started = cluster.run(config)
         run_dir = tmp_path / "runs" / "own"
-        cluster.wait(finished(run_dir, 1), 420, "one round over TLS with node-local private data")
+        cluster.wait(finished(run_dir, 1), ROUND_WAIT_S, "one round over TLS with node-local private data")
         record = metrics(run_dir)["rounds"][0]
         assert "stem" in record["kd_loss"] and set(record["selection"]["server"]) == {"self", "stem"}
         assert "tokenizer mismatch" in record["dropped"]["hum"]  # hum's node runs a model of another tokenizer
@@ -201,7 +203,7 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
         written.append((tmp_path / "own.yaml", (tmp_path / "own.yaml").read_text()))  # the server's config
         run_id = re.search(r"Successfully started run (\d+)", started).group(1)
         log = subprocess.run([str(BIN / "flwr"), "log", run_id, "local", "--show"], env=cluster.env,
-                             capture_output=True, text=True, timeout=60).stdout
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT_S).stdout
         assert "round 1/1" in log  # the ServerApp's own log, as the SuperLink keeps it
         written.append((tmp_path / "serverapp.log", log))
         for path, text in written:

@@ -239,13 +239,33 @@ def test_spoofed_and_duplicate_names_are_refused():
     assert "not a client of this run" in refused[3]
 
 
+class VirtualClock:
+    """`time` as flower.py sees it: a sleep advances the clock at once, so a test counts protocol seconds, not
+    the machine's (no verdict depends on its speed)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name):
+        import time
+        return getattr(time, name)
+
+
 class JoinGrid:
     """A Grid of scripted nodes: node 1 died without deregistering (listed, never answers), node 2 is hum,
-    node 3 registers two polls late and is stem, node 4 answers late with a second claim of 'hum'."""
+    node 3 registers two polls late and is stem, node 4 answers late with a second claim of 'hum'. After the
+    join, hum answers every phase; stem answers none (`stem_gone`: the SuperLink answers for it, as Flower's
+    does once a node's heartbeats stop)."""
 
-    def __init__(self, late_rival: bool = False):
-        self.polls, self.late_rival = 0, late_rival
-        self.inbox: dict[str, tuple[int, int]] = {}  # message id -> (node, poll it was pushed at)
+    def __init__(self, late_rival: bool = False, stem_gone: bool = False):
+        self.polls, self.late_rival, self.stem_gone = 0, late_rival, stem_gone
+        self.inbox: dict[str, tuple[int, int, str]] = {}  # message id -> (node, poll it was pushed at, type)
 
     def get_node_ids(self):
         self.polls += 1
@@ -258,41 +278,68 @@ class JoinGrid:
         ids = []
         for m in messages:
             ids.append(f"m{len(self.inbox)}")
-            self.inbox[ids[-1]] = (m.metadata.dst_node_id, self.polls)
+            self.inbox[ids[-1]] = (m.metadata.dst_node_id, self.polls, m.metadata.message_type)
         return ids
 
     def pull_messages(self, ids):
         from types import SimpleNamespace
 
-        from fedmkt.federation.flower import RECORD
+        from fedmkt.federation.flower import RECORD, WELCOME, WHO
         names = {2: "hum", 3: "stem", 4: "hum"}
         out = []
         for i in ids:
-            node, at = self.inbox[i]
+            node, at, kind = self.inbox[i]
+            if kind not in (WHO, WELCOME) and node == 3:
+                if self.stem_gone:  # the SuperLink's own error reply: its sender is the SuperLink (node 0)
+                    out.append(SimpleNamespace(
+                        metadata=SimpleNamespace(reply_to_message_id=i, src_node_id=0), has_error=lambda: True,
+                        error=SimpleNamespace(reason="Error: Node Unavailable - no heartbeat")))
+                continue
             if node in names and (node != 4 or self.polls >= at + 3):  # node 4 takes three polls to answer
+                content = {"kd_loss": 1.5} if kind.startswith("train.") else {"name": names[node]}
                 out.append(SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i, src_node_id=node),
-                                           has_error=lambda: False, content={RECORD: {"name": names[node]}}))
+                                           has_error=lambda: False, content={RECORD: content}))
         return out
 
 
-@pytest.mark.parametrize("late_rival", [False, True])
-def test_the_join_waits_for_no_dead_node_and_asks_nodes_that_register_late(late_rival, monkeypatch):
-    import time
+def scripted_transport(monkeypatch, grid: JoinGrid, phase_timeout: float, join_timeout: float):
     from types import SimpleNamespace
 
     from fedmkt.config import parse_config
     from fedmkt.federation import flower
     from tests.tiny import tiny_config
 
-    # Flower's Message needs a running ServerApp's identity; the join only reads where a message goes.
+    clock = VirtualClock()
+    monkeypatch.setattr(flower, "time", clock)
+    # Flower's Message needs a running ServerApp's identity; the transport only reads where a message goes.
     monkeypatch.setattr(flower, "Message", lambda content, dst_node_id, message_type, **_: SimpleNamespace(
         content=content, metadata=SimpleNamespace(dst_node_id=dst_node_id, message_type=message_type)))
-    FlowerTransport = flower.FlowerTransport
+    transport = flower.FlowerTransport(grid, parse_config(tiny_config(Path("runs"))), phase_timeout=phase_timeout,
+                                       join_timeout=join_timeout)
+    return transport, clock
 
-    started = time.monotonic()
-    transport = FlowerTransport(JoinGrid(late_rival), parse_config(tiny_config(Path("runs"))), phase_timeout=5,
-                                join_timeout=8 if late_rival else 60)
+
+@pytest.mark.parametrize("late_rival", [False, True])
+def test_the_join_waits_for_no_dead_node_and_asks_nodes_that_register_late(late_rival, monkeypatch):
+    transport, clock = scripted_transport(monkeypatch, JoinGrid(late_rival), phase_timeout=5,
+                                          join_timeout=8 if late_rival else 60)
     # Before, the dead node held every WHO exchange for 30 s; now the join ends once every client is claimed
     # and a short grace has passed for replies in flight, in which a second claim of a name refuses both.
+    # Seconds on the protocol's own clock (its polls and waits), the welcome's exchange included.
     assert transport.node_of == ({"stem": 3} if late_rival else {"stem": 3, "hum": 2})
-    assert time.monotonic() - started < (15 if late_rival else 10)
+    # With a rival the claims never settle, so the join runs to its timeout (8 s) and the welcome adds nothing.
+    from fedmkt.federation.flower import JOIN_GRACE_S
+    assert (8 <= clock.now < 8.5) if late_rival else (clock.now < 1 + JOIN_GRACE_S), clock.now
+
+
+@pytest.mark.parametrize("stem_gone", [False, True])
+def test_a_client_that_never_answers_is_dropped_at_the_timeout_and_a_gone_node_at_once(stem_gone, monkeypatch):
+    transport, clock = scripted_transport(monkeypatch, JoinGrid(stem_gone=stem_gone), phase_timeout=40,
+                                          join_timeout=60)
+    before = clock.now
+    out = transport.call(Phase.DISTILL, {"stem": {}, "hum": {}})
+    assert out["hum"] == {"kd_loss": 1.5}  # the client that answered keeps its reply
+    if stem_gone:  # the SuperLink's reply names the node's absence, and it ends the wait before the timeout
+        assert "Node Unavailable" in str(out["stem"]) and clock.now - before < 1, (out, clock.now - before)
+    else:
+        assert str(out["stem"]) == "no reply within 40s" and clock.now - before >= 40

@@ -15,7 +15,8 @@ alignments to the server's tokenizer are ready by the first phase, built while t
 Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   config         path of the FedMKT YAML on the server machine (default: the embedded default)
   resume         continue the run folder named by the config after its last checkpoint
-  phase-timeout  seconds a client has to answer one phase before it is dropped from the round
+  phase-timeout  seconds a client has to answer one phase before it is dropped from the round (a client
+                 whose SuperNode stopped heartbeating is dropped as soon as the SuperLink says so)
   join-timeout   seconds to wait for every configured client to connect
 Node config (`flower-supernode --node-config`):
   name           which client of the config this node is (required on a SuperNode)
@@ -187,16 +188,21 @@ class FlowerTransport:
         self.exchange([Message(RecordDict({RECORD: config}), dst_node_id=node, message_type=WELCOME)
                        for node in self.node_of.values()], timeout=30)
 
-    def exchange(self, messages: list[Message], timeout: float) -> list[Message]:
-        """Push messages and collect their replies until all came or the timeout passed: the Grid's own
-        send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s (up to 3 s more per phase)."""
-        waiting = set(self.grid.push_messages(messages))
-        replies: list[Message] = []
+    def exchange(self, messages: list[Message], timeout: float) -> dict[str, Message]:
+        """Push messages and collect their replies until all came or the timeout passed: {message id: reply}.
+        The Grid's own send_and_receive, polling every REPLY_POLL_S instead of its fixed 3 s (up to 3 s more
+        per phase). A reply is matched by the message it answers, not by its sender: the SuperLink answers
+        for a node whose heartbeats stopped (an error reply of its own), and that drops the client at once
+        instead of at the timeout."""
+        return self._collect(set(self.grid.push_messages(messages)) - {None}, timeout)
+
+    def _collect(self, waiting: set[str], timeout: float) -> dict[str, Message]:
+        replies: dict[str, Message] = {}
         deadline = time.monotonic() + timeout
         while waiting:
             for reply in self.grid.pull_messages(waiting):
                 waiting.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
+                replies[reply.metadata.reply_to_message_id] = reply
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(REPLY_POLL_S)
@@ -204,24 +210,28 @@ class FlowerTransport:
 
     def call(self, phase: Phase, payloads: dict[str, dict]) -> dict:
         out: dict = {name: ClientFailure("not connected") for name in payloads if name not in self.node_of}
-        messages, name_of = [], {}
+        names, messages = [], []
         for name, payload in payloads.items():
             if name in self.node_of:
-                node = self.node_of[name]
-                name_of[node] = name
+                names.append(name)
                 payload = dict(payload, config=self.config_json)
-                messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=node,
+                messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=self.node_of[name],
                                         message_type=phase.value, ttl=self.phase_timeout + 60))
-        for reply in self.exchange(messages, self.phase_timeout):
-            name = name_of.get(reply.metadata.src_node_id)
-            if name is None:
-                continue
-            if reply.has_error():
+        if not messages:
+            return out
+        # push_messages returns the ids in the order of the messages, None for one the SuperLink refused.
+        sent = dict(zip(self.grid.push_messages(messages), names))
+        replies = self._collect(set(sent) - {None}, self.phase_timeout)
+        for message_id, name in sent.items():
+            reply = replies.get(message_id)
+            if message_id is None:
+                out[name] = ClientFailure("the SuperLink refused the message")
+            elif reply is None:
+                out[name] = ClientFailure(f"no reply within {self.phase_timeout:.0f}s")
+            elif reply.has_error():
                 out[name] = ClientFailure(reply.error.reason)
             else:
                 out[name] = _record(reply)
-        for name in name_of.values():
-            out.setdefault(name, ClientFailure(f"no reply within {self.phase_timeout:.0f}s"))
         return out
 
 
