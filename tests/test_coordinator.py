@@ -2,6 +2,7 @@
 same with real tiny parties and faulty clients, and a resume after a crash."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -235,17 +236,30 @@ def test_zero_shot_is_computed_once_for_clients_of_one_model_where_the_clients_a
     assert asked == (["hum", "stem"] if own_eval or not known else ["stem"])
 
 
+def test_round_lines_say_what_they_include_and_estimates_take_training_and_evaluation_apart(tmp_path):
+    from tests.test_progress import Recorder
+
+    transport = FakeTransport({
+        Phase.SHARE: {n: ShareReply(packet=client_packet(n), private_loss=0.7).to_wire() for n in ("stem", "hum")},
+        Phase.DISTILL: {n: DistillReply(loss=0.4).to_wire() for n in ("stem", "hum")},
+        Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    coord, _ = coordinator(tmp_path, transport, rounds=3, evaluate_every=2)
+    coord.reporter = Recorder()
+    coord.run()
+    took = [line for line in coord.reporter.lines if " took " in line]
+    assert re.fullmatch(r"round 1 took \d+s \(training \d+s, no evaluation\); about \d+s left in the run \(2 rounds\)",
+                        took[0]), took
+    assert re.fullmatch(r"round 2 took \d+s \(training \d+s, evaluation \d+s\).*", took[1]), took
+    # The estimate: later rounds' training plus every evaluation still to come, each from the last measured.
+    coord.last_train_s, coord.last_eval_s = 10.0, 4.0
+    assert coord._time_after(1) == 2 * 10.0 + 2 * 4.0  # rounds 2 and 3 train; 2 and 3 are evaluated, 1 is not
+    assert coord._time_after(3) == 4.0  # the last round: only its evaluation is left
+    coord.last_train_s = None
+    assert coord._time_after(1) is None  # nothing measured yet: no estimate
+
+
 def test_progress_lines_give_each_kind_of_result_apart(tmp_path):
-    class Recorder:
-        def __init__(self):
-            self.lines = []
-
-        def task(self, description, total):
-            from fedmkt.progress import SILENT
-            return SILENT.task(description, total)
-
-        def message(self, text, level="info"):
-            self.lines.append(text)
+    from tests.test_progress import Recorder
 
     free_text = EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 2},
                                       "qasc": {"rougeL": 0.25, "exact_match": 0.0, "n": 1}}).to_wire()

@@ -43,7 +43,7 @@ def test_encoding_marks_the_answer_and_its_boundaries(mmlu, smol_tok, gemma_tok)
         e = encode(tok, q.uid, prompt, answer, 512)
         assert tok.decode(e.answer_ids) == answer
         assert e.loss_boundaries[0] == 0  # first loss position: the prompt's end, where the answer starts
-        assert e.answer_ends[-1] == len(answer.encode()) and e.boundaries_known
+        assert e.answer_ends[-1] == len(answer.lstrip().encode()) and e.boundaries_known  # from its first character
     assert gemma_tok.bos_token_id == encode(gemma_tok, 0, prompt, answer, 512).input_ids[0]
     short = encode(gemma_tok, q.uid, prompt, answer, 24)
     assert len(short.input_ids) == 24 and short.input_ids[0] == gemma_tok.bos_token_id

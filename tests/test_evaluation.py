@@ -92,6 +92,29 @@ def test_free_text_generation_keeps_the_end_of_a_long_prompt(tiny, monkeypatch):
     assert tiny.tokenizer.truncation_side == "right"  # restored
 
 
+def test_an_instruction_answer_ends_at_the_end_of_turn_and_is_counted_as_ended(tiny, monkeypatch):
+    from fedmkt.data.questions import Question
+
+    tok = tiny.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    q = Question(uid=1, domain="d", subject="s", question="Convert 2 km to m.", references=("2000 m",),
+                 turns=(("user", "Convert 2 km to m."),))
+    answer = tok("2000 m\nmore", add_special_tokens=False)["input_ids"]
+    stops_seen = []
+
+    def fake_generate(input_ids, eos_token_id, max_new_tokens, **kwargs):  # stops at the end of turn, or never
+        stops_seen.append(eos_token_id)
+        tail = answer + [end] if ended else (answer * max_new_tokens)[:max_new_tokens]
+        return torch.cat([input_ids, torch.tensor([tail])], dim=1)
+
+    monkeypatch.setattr(tiny.model, "generate", fake_generate)
+    for ended in (True, False):
+        result = evaluation.evaluate_free_text(tiny.model, tok, [q], max_length=64, batch_size=1)
+        assert result["ended"] == float(ended) and end in stops_seen[-1]
+    # An instruction answer is not cut at its first newline: all of it is the answer.
+    assert evaluation.generate_answers(tiny.model, tok, [q], 64, 1, max_new_tokens=12)[0].startswith("2000 m\nmore")
+
+
 @pytest.mark.parametrize("family", ["smollm2-135m-instruct", "gemma3-270m"])
 def test_scoring_a_prompt_once_for_all_its_choices_equals_scoring_every_choice_in_full(mmlu, family):
     """The key/value-cache scorer against the full-sequence one: the same summed log-probabilities (left-padded
@@ -106,7 +129,9 @@ def test_scoring_a_prompt_once_for_all_its_choices_equals_scoring_every_choice_i
     questions = [replace(q, cloze=True, choices=q.choices[:2 + i % 3], answer=0) for i, q in enumerate(mmlu[:7])]
     rows = [[encode(loaded.tokenizer, q.uid, prompt_text(q), evaluation._continuation(q, i, "text"), 256)
              for i in range(len(q.choices))] for q in questions]
-    args = (3, loaded.tokenizer.pad_token_id, torch.device("cpu"), ComputeClock())
+    from fedmkt.progress import SILENT
+
+    args = (3, loaded.tokenizer.pad_token_id, torch.device("cpu"), ComputeClock(), SILENT.task("", 0))
     with torch.no_grad():
         full = evaluation._choice_scores(loaded.model.eval(), rows, *args)
         cached = evaluation._choice_scores_shared_prompt(loaded.model, rows, *args)

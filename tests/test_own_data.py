@@ -84,17 +84,67 @@ def test_instructions_use_the_chat_template_and_train_on_the_response_only(tmp_p
     chat, plain = render(q, smol_tok), render(q, gemma_tok)  # SmolLM2 ships a chat template, the Gemma GGUF none
     assert chat.prompt.endswith("<|im_start|>assistant\n") and "Convert 2 km to m." in chat.prompt
     assert plain.prompt == "Convert 2 km to m.\nAnswer:"
-    for tok in (smol_tok, gemma_tok):
+    for tok, end in ((smol_tok, "<|im_end|>"), (gemma_tok, "<eos>")):  # its template's end of turn, else EOS
         e = encode_question(tok, q, 256)
-        assert tok.decode(e.answer_ids).strip() == "2000 m"  # loss positions: the response's tokens only
+        # Loss positions: the response's tokens and the end of turn after them, so that a model learns to stop.
+        assert tok.decode(e.answer_ids[:-1]).strip() == "2000 m" and tok.convert_ids_to_tokens(int(e.answer_ids[-1])) == end
         assert e.boundaries_known and e.loss_boundaries[0] == 0
     smol = encode_question(smol_tok, q, 256)
     assert smol.input_ids.tolist().count(smol_tok.convert_tokens_to_ids("<|im_start|>")) == 3  # no doubled specials
 
 
+def test_a_system_prompt_reaches_training_and_evaluation_and_none_removes_the_templates_default(tmp_path, smol_tok,
+                                                                                               gemma_tok):
+    from fedmkt.data.prompts import NO_SYSTEM
+
+    q = load_source(SourceSpec(source=str(write_jsonl(tmp_path / "c.jsonl", CHAT_ROWS))))[0]
+    default = "You are a helpful AI assistant named SmolLM"
+    assert default in render(q, smol_tok).prompt  # SmolLM2's template writes its own when there is none
+    assert "Answer in metres." in render(q, smol_tok, "Answer in metres.").prompt
+    assert default not in render(q, smol_tok, "Answer in metres.").prompt
+    removed = render(q, smol_tok, NO_SYSTEM).prompt
+    assert default not in removed and "Convert 2 km to m." in removed
+    assert render(q, gemma_tok, NO_SYSTEM) == render(q, gemma_tok)  # no template, no default to remove
+    own = load_source(SourceSpec(source=str(write_jsonl(tmp_path / "s.jsonl", [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"}]}]))))[0]
+    assert "Be brief." in render(own, smol_tok, "Answer in metres.").prompt  # an example's own turn wins
+    # A party trains and is evaluated with it: its encodings of the public set, and the config's per-client word.
+    config = parse_config({**own_config(tmp_path), "data": {**own_config(tmp_path)["data"], "system_prompt": "Be exact."}})
+    config.clients[1].system_prompt = NO_SYSTEM
+    assert config.system_prompt_for("metric") == "Be exact." and config.system_prompt_for("clock") == NO_SYSTEM
+    federation = LocalFederation(config)
+    metric = federation.runtimes["metric"].party
+    public = next(e for e in metric.public if federation.split.public[0].uid == e.uid)
+    assert "Be exact." in smol_tok.decode(public.input_ids[:public.answer_start])
+    clock = federation.runtimes["clock"].party
+    assert default not in smol_tok.decode(clock.public[0].input_ids)
+
+
+def test_the_end_of_an_answer_aligns_exactly_across_tokenizers_and_maps_to_the_receivers_end(tmp_path, smol_tok,
+                                                                                            gemma_tok):
+    from fedmkt.alignment.sequence import align_by_boundaries
+    from fedmkt.alignment.vocab import map_vocabularies
+    from fedmkt.data.prompts import end_of_turn_id
+
+    q = load_source(SourceSpec(source=str(write_jsonl(tmp_path / "c.jsonl", CHAT_ROWS))))[1]
+    smol, gemma = encode_question(smol_tok, q, 256), encode_question(gemma_tok, q, 256)
+    # The position predicting each model's end of turn starts at the answer's last byte in both, so it is
+    # matched to the other's (the last loss position, never DTW's guess).
+    assert align_by_boundaries(gemma, smol)[-1] == smol.n_loss - 1
+    assert align_by_boundaries(smol, gemma)[-1] == gemma.n_loss - 1
+    ids, _ = map_vocabularies(smol_tok, gemma_tok)
+    assert ids[end_of_turn_id(smol_tok)] == end_of_turn_id(gemma_tok)
+    # A multiple-choice answer (no turn to end) gets no end token.
+    mc = load_source(SourceSpec(source=str(write_jsonl(tmp_path / "m.jsonl", MC_ROWS))))[0]
+    assert end_of_turn_id(smol_tok) not in encode_question(smol_tok, mc, 256).answer_ids.tolist()
+
+
 BAD_INPUTS = {
     "missing file": (lambda d: d / "nope.jsonl", "data file not found"),
     "empty file": (lambda d: (d / "empty.jsonl").write_text("") and None or d / "empty.jsonl", "is empty"),
+    "a CSV with a header only": (lambda d: (d / "head.csv").write_text("prompt,response\n") and d / "head.csv",
+                                 "holds a header (prompt, response) but no rows"),
     "row without a required column": (
         lambda d: write_jsonl(d / "m.jsonl", [MC_ROWS[0], {"question": "q?", "choices": ["a", "b"]}]),
         "row 2 (field `answer`): missing"),
@@ -103,7 +153,8 @@ BAD_INPUTS = {
         "row 1 (field `answer`): 2 is out of range for 2 choices"),
     "answer letter out of range": (
         lambda d: write_jsonl(d / "l.jsonl", [{"question": "q?", "choices": ["a", "b"], "answer": "D"}]),
-        "row 1 (field `answer`): 3 is out of range"),
+        "row 1 (field `answer`): letter 'D' is out of range for 2 choices (A-B)"),
+
     "a file mixing shapes": (lambda d: write_jsonl(d / "x.jsonl", [MC_ROWS[0], CHAT_ROWS[0]]),
                              "mixes shapes: row 1 is multiple choice, row 2 is an instruction"),
     "undecodable bytes": (lambda d: (d / "b.jsonl").write_bytes(
@@ -124,6 +175,18 @@ def test_bad_input_names_file_row_and_field(tmp_path, case):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         load_source(SourceSpec(source=str(path)))
     assert path.name in str(error.value)
+
+
+def test_one_column_per_choice_refuses_a_gap_and_allows_fewer_choices(tmp_path):
+    path = tmp_path / "choices.csv"
+    path.write_text("q,a,b,c,d,key\nWhich?,x,,z,w,C\n", encoding="utf-8")
+    spec = SourceSpec(source=str(path), columns={"question": "q", "choices": ["a", "b", "c", "d"], "answer": "key"})
+    # Compacted, key C would be scored against column d's text: refused, naming the row and the empty column.
+    with pytest.raises(DataError, match=r"choices.csv row 1 .*column 'b' is empty but a later choice column is not"):
+        load_source(spec)
+    path.write_text("q,a,b,c,d,key\nWhich?,x,y,z,,C\n", encoding="utf-8")  # three choices in four columns
+    q = load_source(spec)[0]
+    assert q.choices == ("x", "y", "z") and q.answer == 2
 
 
 def test_a_mapped_column_the_file_lacks_is_named(tmp_path):
@@ -191,7 +254,8 @@ def test_the_example_runs_with_both_shapes_and_client_side_evaluation(tmp_path):
     final = metrics["rounds"][-1]
     assert not final["dropped"]
     server = final["evaluation"]["server"]
-    assert set(server["conversions"]) == {"rougeL", "exact_match", "n", "per_question"} and server["conversions"]["n"] == 3
+    assert set(server["conversions"]) == {"rougeL", "exact_match", "ended", "n", "per_question"}
+    assert server["conversions"]["n"] == 3 and 0 <= server["conversions"]["ended"] <= 1
     assert len(server["conversions"]["per_question"]) == 3
     assert set(server["quiz"]) == {"acc", "n", "per_question"}  # letter scoring: no acc_norm
     metric = final["evaluation"]["metric"]

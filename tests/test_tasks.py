@@ -86,7 +86,8 @@ def test_mixed_split_and_free_text_evaluation(sdist, mmlu, smol_tok):
     assert {q.domain for q in split.public} >= {"stem", "humanities"}
     loaded = load_model(ModelSpec(source="tiny:smollm2-135m-instruct"))
     free = evaluate_questions(loaded.model, loaded.tokenizer, split.evaluation["natural_instructions/sub1"], 64, 2)
-    assert set(free) == {"rougeL", "exact_match", "n", "per_question"} and 0.0 <= free["rougeL"] <= 1.0
+    assert set(free) == {"rougeL", "exact_match", "ended", "n", "per_question", "answers"} and 0.0 <= free["rougeL"] <= 1.0
+    assert len(free["answers"]) == free["n"]
     assert free["rougeL"] == pytest.approx(sum(free["per_question"]) / free["n"])
     mc = evaluate_questions(loaded.model, loaded.tokenizer, split.evaluation["mc"], 64, 2)
     assert mc["n"] == 1 and mc["acc"] in (0.0, 1.0)

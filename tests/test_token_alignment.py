@@ -152,8 +152,19 @@ def test_special_tokens_without_a_counterpart_drop_out_of_soft_targets(tokenizer
 
 
 def test_an_older_cached_map_version_is_not_reused(tokenizers, tmp_path, monkeypatch):
+    from fedmkt.alignment import vocab
+
     monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path))
-    vmap = build_vocab_map(tokenizers["wordpiece"], tokenizers["unigram"])
-    assert isinstance(vmap, VocabMap)
-    files = [f.name for f in (tmp_path / "vocab_maps").iterdir()]
-    assert len(files) == 1 and files[0].startswith("mined-2-")
+    sender, receiver = tokenizers["wordpiece"], tokenizers["unigram"]
+    fresh = build_vocab_map(sender, receiver, use_cache=False)
+    current = vocab._cache_file(fresh.sender, fresh.receiver,
+                                (vocab.end_of_turn_id(sender), vocab.end_of_turn_id(receiver)))
+    older = current.with_name(current.name.replace(vocab.MAP_VERSION, "mined-2"))
+    wrong = np.zeros_like(fresh.target_ids)
+    older.parent.mkdir(parents=True)
+    np.savez(older, target_ids=wrong, distances=fresh.distances)  # what the last version left behind
+    assert np.array_equal(build_vocab_map(sender, receiver).target_ids, fresh.target_ids)
+    assert current.is_file()
+    # The cache is used at all: a map planted under the current name is what comes back.
+    np.savez(current, target_ids=wrong, distances=fresh.distances)
+    assert np.array_equal(build_vocab_map(sender, receiver).target_ids, wrong)

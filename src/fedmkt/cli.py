@@ -1,4 +1,5 @@
-"""`fedmkt` command line: run a federation or an experiment grid, report, prepare models, build vocabulary maps."""
+"""`fedmkt` command line: run a federation or an experiment grid, report, export or query a trained party,
+prepare models, build vocabulary maps."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FedMKT: federated mutual knowledge transfer between a server LLM and client SLMs.")
 console = Console()
+console.soft_wrap = not console.is_terminal  # errors in a log file: one line, a path never split at 80 columns
 # Library deprecation chatter (transformers/peft) says nothing a fedmkt user can act on.
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -105,6 +107,48 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder or an experime
     except (FileNotFoundError, ValueError, KeyError) as error:
         _fail(error)
     console.print(f"wrote {path}")
+
+
+_PARTY = typer.Option(..., "--party", help="server, or a client's name")
+_ROUND = typer.Option(None, "--round", help="the adapter after this round (default: the last saved)")
+_ADAPTER = typer.Option(None, help="an adapter folder instead (a Flower client's, from its node's store)")
+_BASE = typer.Option(None, help="the base model source instead of the run config's (a node's own model)")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a run folder"), party: str = _PARTY,
+           out: Path = typer.Option(..., "--out", help="folder to write (must not exist)"),
+           round_no: Optional[int] = _ROUND, adapter: Optional[Path] = _ADAPTER, base: Optional[str] = _BASE,
+           adapter_only: bool = typer.Option(False, help="write base/ and adapter/ instead of one merged model")) -> None:
+    """Write a trained party as a model folder that plain transformers, peft and lm-eval load offline."""
+    from fedmkt.config import ConfigError
+    from fedmkt.export import export_party
+    from fedmkt.models import ModelNotFoundError
+
+    try:
+        path = export_party(run_dir, party, out, round_no, adapter, base, adapter_only)
+    except (ConfigError, ModelNotFoundError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    console.print(f"wrote {path} (see its README.md)")
+
+
+@app.command()
+def generate(run_dir: Path = typer.Argument(..., help="a run folder"),
+             prompts: list[str] = typer.Argument(..., help="one or more instruction prompts"), party: str = _PARTY,
+             round_no: Optional[int] = _ROUND, adapter: Optional[Path] = _ADAPTER, base: Optional[str] = _BASE,
+             max_new_tokens: int = typer.Option(128, min=1)) -> None:
+    """Answer prompts with a trained party, prompted as in training (chat template, system prompt)."""
+    from fedmkt.config import ConfigError
+    from fedmkt.export import answer, load_party, saved_party
+    from fedmkt.models import ModelNotFoundError
+
+    try:
+        saved = saved_party(run_dir, party, round_no, adapter, base)
+        loaded = load_party(saved)
+    except (ConfigError, ModelNotFoundError, FileNotFoundError, ValueError) as error:
+        _fail(error)
+    for text in answer(saved, loaded, list(prompts), max_new_tokens):
+        print(text)
 
 
 @app.command()

@@ -178,6 +178,10 @@ class DataSpec(_Strict):
     eval_domains: list[str] = ["stem", "humanities"]
     eval_scoring: Literal["letter", "text"] = Field(
         "letter", description="score the answer letter (lm-eval's MMLU way) or the letter and choice text")
+    system_prompt: str | None = Field(
+        None, description="system message of every chat-template prompt, trained and evaluated alike (an example's "
+                          "own system turn wins); 'none' removes a template's default one (SmolLM2's); "
+                          "default: as the data and each model's template say")
     choice_format: Literal["letters", "cloze"] = Field(
         "letters", description="multiple choice as lettered options answered ' B. <choice>' (MMLU's way), or cloze: "
                                "no options listed, answered by the choice's text and scored by each choice's "
@@ -213,6 +217,7 @@ class ClientSpec(_Strict):
         None, description="its private data; in a Flower deployment give it in the SuperNode's node config instead "
                           "(private-data=...), so that the server's config never names it")
     eval: SetSpec | None = Field(None, description="its own held-out evaluation set, reported per client")
+    system_prompt: str | None = Field(None, description="its own data.system_prompt ('none': no system message)")
     public_key: str | None = Field(
         None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
                           "path of its .pub file) that a node claiming this name must hold")
@@ -306,6 +311,18 @@ class RunConfig(_Strict):
         """The run's `train` with the party's own changes."""
         changes = self.model_for(party).train.model_dump(exclude_none=True)
         return TrainSpec.model_validate({**self.train.model_dump(), **changes})
+
+    def seed_for(self, party: str) -> int:
+        """A party's own seed (its adapter's initialisation; a tiny test model's weights): the run's seed for the
+        server, seed + 1 + index for client `index`."""
+        if party == "server":
+            return self.seed
+        return self.seed + 1 + [c.name for c in self.clients].index(party)
+
+    def system_prompt_for(self, party: str) -> str | None:
+        """The party's system prompt: a client's own, else the run's `data.system_prompt`."""
+        own = next((c.system_prompt for c in self.clients if c.name == party), None)
+        return own if own is not None else self.data.system_prompt
 
 
 def describe(error: ValidationError) -> str:

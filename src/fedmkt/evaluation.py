@@ -6,11 +6,13 @@ scoring="letter": the continuation is the letter alone (" B"), as lm-eval scores
     letter is one token, one forward pass of the prompt scores all choices (4x cheaper than text);
     the continuations have equal length, so there is no acc_norm (it would repeat acc), as in lm-eval.
 Cloze questions (no letters) are always scored by their choices' text (" <choice>"), with acc_norm.
-Free-text questions are answered greedily (benchmark prompts: up to the first newline; chat prompts: up
-to the end of the model's turn) and scored against the best reference by ROUGE-L F1, the longest common
+Free-text questions are answered greedily (benchmark prompts: up to the first newline; instruction
+prompts: up to the model's end-of-turn token, which training puts after every answer) and scored against the best reference by ROUGE-L F1, the longest common
 subsequence of lower-cased alphanumeric words (the tokenisation of Google's rouge-score), computed by
 rapidfuzz, and by exact match after SQuAD's answer normalisation (lower case, no punctuation or articles,
-single spaces; Rajpurkar et al., 2016, official evaluation script).
+single spaces; Rajpurkar et al., 2016, official evaluation script); "ended" is the share of answers that
+stopped (a stop token) before max_new_tokens. The answers themselves come back under ANSWERS, in question
+order, for the run folder (federation/store.py) and the report.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from fedmkt.data.encoding import Encoded, batches, encode
 from fedmkt.data.questions import LETTERS, Question
-from fedmkt.data.prompts import choice_text, prompt_text, render, uses_chat_template
-from fedmkt.records import PER_QUESTION, PartyScores
+from fedmkt.data.prompts import choice_text, end_of_turn_id, prompt_text, render
+from fedmkt.progress import SILENT, Task
+from fedmkt.records import ANSWERS, PER_QUESTION, PartyScores
 from fedmkt.stats import KINDS
 from fedmkt.training import ComputeClock, tail_logits
 
@@ -51,7 +54,7 @@ def summarize(domains: dict[str, dict], own: dict | None = None) -> PartyScores:
     mean of each domain's primary metric (accuracy, or ROUGE-L for free-text domains). `own`: a client's
     own held-out set, kept apart so that every party's means cover the same sets."""
     scores = list(domains.values())
-    metrics = sorted({m for s in scores for m in s if m not in ("n", PER_QUESTION)})
+    metrics = sorted({m for s in scores for m in s if m not in ("n", PER_QUESTION, ANSWERS)})
     mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
     mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
     return PartyScores(dict(domains), mean, own)
@@ -67,7 +70,7 @@ def _continuation(q: Question, index: int, scoring: str) -> str:
 
 
 @torch.no_grad()
-def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock) -> dict:
+def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock, task: Task) -> dict:
     device = next(model.parameters()).device
     rows = [encode(tokenizer, q.uid, prompt_text(q), f" {LETTERS[q.answer]}", max_length) for q in questions]
     correct = []
@@ -79,30 +82,32 @@ def _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_si
         for row, q in zip(logits, questions[at:at + len(chunk)]):
             correct.append(float(row[letter_ids[:len(q.choices)]].argmax().item() == q.answer))
         at += len(chunk)
+        task.advance(len(chunk))
     return {"acc": float(np.mean(correct)) if correct else 0.0, "n": len(questions), PER_QUESTION: correct}
 
 
 @torch.no_grad()
 def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
                              max_length: int, batch_size: int, clock: ComputeClock | None = None,
-                             scoring: str = "letter", shared_prompt: bool = True) -> dict:
+                             scoring: str = "letter", shared_prompt: bool = True, task: Task | None = None) -> dict:
     """Accuracy (and acc_norm where continuations differ in length) with per-question results. shared_prompt:
     run each prompt once for all its choices where they share it (False: every choice as a full sequence,
-    the reference the benchmark times it against)."""
+    the reference the benchmark times it against). task: advanced by each batch's questions."""
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
+    task = task or SILENT.task("", 0)
     cloze = any(q.cloze for q in questions)
     if scoring == "letter" and not cloze:
         letter_ids = _single_token_letters(tokenizer, max((len(q.choices) for q in questions), default=0))
         if letter_ids is not None:
-            return _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock)
+            return _letter_scores(model, tokenizer, questions, letter_ids, max_length, batch_size, clock, task)
     rows = [[encode(tokenizer, q.uid, prompt_text(q), _continuation(q, i, scoring), max_length)
              for i in range(len(q.choices))] for q in questions]
     shared = shared_prompt and all(len({r.answer_start for r in choices}) == 1 for choices in rows)  # else a
     # prompt was cut per choice
     score = _choice_scores_shared_prompt if shared else _choice_scores
-    flat = score(model, rows, max(1, batch_size), tokenizer.pad_token_id, device, clock)
+    flat = score(model, rows, max(1, batch_size), tokenizer.pad_token_id, device, clock, task)
     correct, correct_norm = [], 0
     at = 0
     for q in questions:
@@ -139,26 +144,37 @@ def exact_match(candidate: str, reference: str) -> float:
     return float(normalize_answer(candidate) == normalize_answer(reference))
 
 
-@torch.no_grad()
 def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
                      max_length: int, batch_size: int, max_new_tokens: int = 48,
-                     clock: ComputeClock | None = None) -> list[str]:
-    """Greedy answers: to the end of the model's turn for chat-template prompts, else to the first newline
-    (benchmark prompts end in "Answer:" and their answers take one line)."""
+                     clock: ComputeClock | None = None, system: str | None = None,
+                     task: Task | None = None) -> list[str]:
+    """Greedy answers: to the model's end-of-turn token (or EOS) for instruction prompts, also to the first
+    newline for benchmark prompts (they end in "Answer:" and their answers take one line). system: the
+    party's system prompt (prompts.render)."""
+    return generate_with_ends(model, tokenizer, questions, max_length, batch_size, max_new_tokens, clock, system,
+                              task)[0]
+
+
+@torch.no_grad()
+def generate_with_ends(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: list[Question],
+                       max_length: int, batch_size: int, max_new_tokens: int = 48, clock: ComputeClock | None = None,
+                       system: str | None = None, task: Task | None = None) -> tuple[list[str], list[bool]]:
+    """generate_answers, and for each answer whether it ended (a stop token) before max_new_tokens."""
     model.eval()
     device = next(model.parameters()).device
     clock = clock or ComputeClock()
     # Left padding, and left truncation: a long prompt keeps its end (the question and "Answer:"), as in training.
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     cut, tokenizer.truncation_side = tokenizer.truncation_side, "left"
-    chat = bool(questions) and uses_chat_template(questions[0], tokenizer)
-    # Stop a row at end of text, and (benchmark prompts) at its first newline token.
-    newline = [] if chat else tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
-    stops = sorted({tokenizer.eos_token_id, *newline} - {None})
-    answers = []
+    # Stop a row at end of text or of its turn, and (benchmark prompts) at its first newline token. An
+    # instruction prompt without a chat template stops at EOS, the end its training targets.
+    instruction = bool(questions) and questions[0].chat
+    newline = [] if instruction else tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
+    stops = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer) if instruction else None, *newline} - {None})
+    answers, ended = [], []
     try:
         for start in range(0, len(questions), batch_size):
-            texts = [render(q, tokenizer) for q in questions[start:start + batch_size]]
+            texts = [render(q, tokenizer, system) for q in questions[start:start + batch_size]]
             enc = tokenizer([t.prompt for t in texts], return_tensors="pt", padding=True, truncation=True,
                             max_length=max_length, add_special_tokens=texts[0].add_special_tokens).to(device)
             with clock.measure():
@@ -166,31 +182,38 @@ def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
             for row in out[:, enc["input_ids"].shape[1]:]:
                 answer = tokenizer.decode(row, skip_special_tokens=True).strip()
-                answers.append(answer if chat else answer.split("\n")[0])
+                answers.append(answer if instruction else answer.split("\n")[0])
+                ended.append(bool(torch.isin(row, torch.tensor(stops, device=row.device)).any()))
+            if task is not None:
+                task.advance(len(texts))
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = side, cut
-    return answers
+    return answers, ended
 
 
 def evaluate_free_text(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,
-                       clock: ComputeClock | None = None) -> dict:
-    answers = generate_answers(model, tokenizer, questions, max_length, batch_size, clock=clock)
+                       clock: ComputeClock | None = None, system: str | None = None, task: Task | None = None) -> dict:
+    answers, ended = generate_with_ends(model, tokenizer, questions, max_length, batch_size, clock=clock,
+                                        system=system, task=task)
     scores = [max(rouge_l(a, r) for r in q.references) for a, q in zip(answers, questions)]
     exact = [max(exact_match(a, r) for r in q.references) for a, q in zip(answers, questions)]
     return {"rougeL": float(np.mean(scores)) if scores else 0.0,
             "exact_match": float(np.mean(exact)) if exact else 0.0, "n": len(questions),
-            PER_QUESTION: [float(x) for x in scores]}
+            "ended": float(np.mean(ended)) if ended else 0.0,  # share that stopped before max_new_tokens
+            PER_QUESTION: [float(x) for x in scores], ANSWERS: answers}
 
 
 def evaluate_questions(model, tokenizer, questions: list[Question], max_length: int, batch_size: int,
-                       clock: ComputeClock | None = None, scoring: str = "letter") -> dict:
-    """One evaluation set (one domain): multiple choice or free text."""
+                       clock: ComputeClock | None = None, scoring: str = "letter", system: str | None = None,
+                       task: Task | None = None) -> dict:
+    """One evaluation set (one domain): multiple choice or free text; `task` counts the questions done."""
     if questions and questions[0].free_text:
-        return evaluate_free_text(model, tokenizer, questions, max_length, batch_size, clock)
-    return evaluate_multiple_choice(model, tokenizer, questions, max_length, batch_size, clock, scoring)
+        return evaluate_free_text(model, tokenizer, questions, max_length, batch_size, clock, system, task)
+    return evaluate_multiple_choice(model, tokenizer, questions, max_length, batch_size, clock, scoring, task=task)
 
 
-def _choice_scores(model, rows: list[list[Encoded]], batch_size: int, pad_id: int, device, clock) -> np.ndarray:
+def _choice_scores(model, rows: list[list[Encoded]], batch_size: int, pad_id: int, device, clock,
+                   task: Task) -> np.ndarray:
     """Summed log-probability of every choice's continuation, each choice a full sequence."""
     flat = [e for choices in rows for e in choices]
     per_batch = batch_size * max((len(c) for c in rows), default=1)  # whole questions together
@@ -201,6 +224,7 @@ def _choice_scores(model, rows: list[list[Encoded]], batch_size: int, pad_id: in
             logp = torch.log_softmax(tail_logits(model, batch).float(), dim=-1)
         token_logp = logp.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1) * batch.loss_mask
         scores.append(token_logp.sum(1).cpu().numpy())
+        task.advance(max(1, round(len(batch.labels) * len(rows) / max(len(flat), 1))))  # in questions
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
@@ -209,7 +233,7 @@ _CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else 
 
 
 def _choice_scores_shared_prompt(model, rows: list[list[Encoded]], batch_size: int, pad_id: int, device,
-                                 clock) -> np.ndarray:
+                                 clock, task: Task) -> np.ndarray:
     """The same sums, the prompt run once per question: its key/value cache is repeated for each choice and
     only the continuations go through the model again (a prompt is most of the tokens: about k times less
     compute for k choices). Prompt and continuation are tokenized apart (`encode`), so the tokens are the
@@ -249,6 +273,7 @@ def _choice_scores_shared_prompt(model, rows: list[list[Encoded]], batch_size: i
             logits = torch.cat([first.logits[owner, -1:], out.logits[:, :-1]], 1).float()
             token_logp = torch.log_softmax(logits, -1).gather(-1, cont.unsqueeze(-1)).squeeze(-1) * cont_mask
         scores.append(token_logp.sum(1).cpu().numpy())
+        task.advance(len(chunk))
     if not scores:
         return np.zeros(0)
     by_question = np.split(np.concatenate(scores), np.cumsum([len(rows[i]) for i in order])[:-1])

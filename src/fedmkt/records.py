@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 
 PER_QUESTION = "per_question"  # a domain's score of each question, in the set's order (paired comparisons)
+ANSWERS = "answers"  # a free-text domain's generated answers, in the set's order: written to the run folder's
+# answers/ (federation/store.py), never into metrics.json
 
 
 @dataclass
 class PartyScores:
-    """One party's evaluation: metrics per domain ({"acc", "acc_norm", "n"} or {"rougeL", "exact_match", "n"},
+    """One party's evaluation: metrics per domain ({"acc", "acc_norm", "n"} or {"rougeL", "exact_match", "ended", "n"},
     with PER_QUESTION: accuracy 0/1 or ROUGE-L of each question) and their means ("score": the mean of each
     domain's primary metric)."""
 

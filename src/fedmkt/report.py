@@ -280,13 +280,40 @@ def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path
     return path
 
 
+def _cell(text: str, width: int = 160) -> str:
+    text = " ".join(str(text).split())  # one line: a table cell holds no newline
+    return (text[:width - 1] + "…" if len(text) > width else text).replace("|", "\\|")
+
+
+def answers_markdown(run_dir: Path, sample: int = 3) -> str:
+    """A few generated answers of each party beside their references, at zero-shot and after the last round
+    that saved answers (answers/round-N/, federation/store.py); empty without free-text evaluation."""
+    rounds = sorted(int(d.name[len("round-"):]) for d in (run_dir / "answers").glob("round-*")
+                    if d.name[len("round-"):].isdigit())
+    if not rounds:
+        return ""
+    shown = sorted({rounds[0], rounds[-1]})
+    lines = [f"\n## sample answers (the first {sample} of each party's file, "
+             + " and ".join(f"round {r}" for r in shown) + ")\n"]
+    for party_file in sorted((run_dir / "answers" / f"round-{rounds[-1]}").glob("*.jsonl")):
+        lines += [f"\n### {party_file.stem}\n", "| question | reference | round | answer | ROUGE-L |",
+                  "|---|---|---|---|---|"]
+        for round_no in shown:
+            path = run_dir / "answers" / f"round-{round_no}" / party_file.name
+            rows = [json.loads(line) for line in path.read_text().splitlines()[:sample]] if path.is_file() else []
+            for row in rows:
+                lines.append(f"| {_cell(row['question'])} | {_cell(row['references'][0])} | {round_no} | "
+                             f"{_cell(row['answer'])} | {row['rougeL']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_run_report(run_dir: Path) -> Path:
-    """summary.md plus its plots for one run folder."""
+    """summary.md plus its plots and a sample of the generated answers, for one run folder."""
     metrics = RunMetrics.from_json(json.loads((run_dir / "metrics.json").read_text()))
     (run_dir / "plots").mkdir(exist_ok=True)
     files = [plot_scores(metrics, run_dir / "plots" / "scores.png", run_dir.name),
              plot_selection(metrics, run_dir / "plots" / "selection.png", f"{run_dir.name}: DualMinCE selection")]
     plots = "\n## plots\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n" for f in files if f) + "\n"
     path = run_dir / "summary.md"
-    path.write_text(summary_markdown(metrics) + plots)
+    path.write_text(summary_markdown(metrics) + answers_markdown(run_dir) + plots)
     return path

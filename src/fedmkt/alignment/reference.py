@@ -61,7 +61,8 @@ def whole_character_boundaries(tokenizer, answer: str) -> dict[int, int]:
     ends on a whole character where the next token starts, or only whitespace lies between; a token with
     no text of its own keeps the boundary before it: an empty span, or a space whose span the next token's
     span starts with and extends (a "▁" a normaliser prepends before a space gets that space's offsets).
-    Partial characters have no character offset, so boundaries inside a character are left out."""
+    Partial characters have no character offset, so boundaries inside a character are left out. Bytes
+    count from the answer's first character that is not whitespace, as in data/encoding.py."""
     enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
     spans = [tuple(s) for s in enc["offset_mapping"]]
     byte_at = [0]
@@ -78,7 +79,8 @@ def whole_character_boundaries(tokenizer, answer: str) -> dict[int, int]:
             last = byte_at[previous[1]] if whole else None
         if last is not None:
             out[p] = last
-    return out
+    lead = byte_at[len(answer) - len(answer.lstrip())]
+    return {p: max(b - lead, 0) for p, b in out.items()}
 
 
 @dataclass

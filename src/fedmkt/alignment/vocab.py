@@ -6,7 +6,11 @@ WordPiece word start all read " the", and a raw byte reads the same in every sch
 
 Special tokens stand for no text, so edit distance says nothing about them. The rules:
 - the sender's EOS maps to the receiver's EOS (distance 0): end of text means the same whatever its
-  spelling (`<|im_end|>`, `<eos>`);
+  spelling (`<|im_end|>`, `<eos>`); and the sender's end of turn (data/prompts.end_of_turn_id: what
+  its chat template writes after an answer, else its EOS) maps to the receiver's, which wins where the
+  two rules meet: instruction answers are trained to end in it, so its probability must land on the
+  token the receiver's answers end in (Qwen's `<|im_end|>` is not its EOS, Gemma's `<end_of_turn>`
+  is not `<eos>`);
 - no other token ever maps to a receiver special token (BOS, pad, unk, chat markers, EOS): they are
   not targets;
 - any other sender special token maps to the receiver special token written the same way, if there is
@@ -29,11 +33,12 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from fedmkt.alignment.nearest import nearest_targets
+from fedmkt.data.prompts import end_of_turn_id
 from fedmkt.data.token_text import canonical_tokens, special_ids, tokenizer_fingerprint
 from fedmkt.files import atomic_write_bytes
 from fedmkt.models import cache_root
 
-MAP_VERSION = "mined-2"
+MAP_VERSION = "mined-3"  # 3: end of turn maps to end of turn
 UNMAPPED = -1
 
 
@@ -59,14 +64,15 @@ class VocabMap:
         return float((self.distances[mapped] == 0).mean()) if mapped.any() else 0.0
 
 
-def _cache_file(sender: str, receiver: str) -> Path:
-    return cache_root() / "vocab_maps" / f"{MAP_VERSION}-{sender}-to-{receiver}.npz"
+def _cache_file(sender: str, receiver: str, ends: tuple) -> Path:
+    # The ends of turn come from the chat templates, which the vocabularies' fingerprints do not cover.
+    return cache_root() / "vocab_maps" / f"{MAP_VERSION}-{sender}-to-{receiver}-end{ends[0]}-{ends[1]}.npz"
 
 
 def build_vocab_map(sender_tok: PreTrainedTokenizerBase, receiver_tok: PreTrainedTokenizerBase,
                     use_cache: bool = True) -> VocabMap:
     sender, receiver = tokenizer_fingerprint(sender_tok), tokenizer_fingerprint(receiver_tok)
-    path = _cache_file(sender, receiver)
+    path = _cache_file(sender, receiver, (end_of_turn_id(sender_tok), end_of_turn_id(receiver_tok)))
     if use_cache and path.is_file():
         with np.load(path) as stored:
             return VocabMap(stored["target_ids"], stored["distances"], sender, receiver)
@@ -96,6 +102,8 @@ def map_vocabularies(sender_tok: PreTrainedTokenizerBase,
         j = same_written.get(sender_text[i])
         if j is not None:
             ids[i], dist[i] = j, 0
-    if sender_tok.eos_token_id is not None and receiver_tok.eos_token_id is not None:
-        ids[sender_tok.eos_token_id], dist[sender_tok.eos_token_id] = receiver_tok.eos_token_id, 0
+    for sent, received in ((sender_tok.eos_token_id, receiver_tok.eos_token_id),
+                           (end_of_turn_id(sender_tok), end_of_turn_id(receiver_tok))):
+        if sent is not None and received is not None:
+            ids[sent], dist[sent] = received, 0
     return ids, dist

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fedmkt.data.prompts import render
+from fedmkt.data.prompts import end_of_turn_id, render
 from fedmkt.data.questions import Question
 from fedmkt.data.token_text import canonical_tokens, token_bytes
 
@@ -51,8 +51,10 @@ class Encoded:
     @property
     def loss_boundaries(self) -> np.ndarray:
         """int64 [n_loss]: byte of the answer at which each loss position's predicted token starts (the
-        first at 0, the prompt/answer split; -1 unknown). Counted from the answer, not the text: chat templates give
-        each tokenizer its own prompt, while the answer is the same for all."""
+        first at 0, the prompt/answer split; -1 unknown). Counted from the answer's first character that is not
+        whitespace, not from the text: chat templates give each tokenizer its own prompt, while the answer is the
+        same for all. Several positions may start at byte 0 (a token of the answer's leading space): the aligner
+        matches the last of them, the one predicting the answer's first character."""
         if self.answer_ends is None:
             raise ValueError(f"example {self.uid}: token boundaries unknown for this tokenization")
         return np.r_[0, self.answer_ends[:-1]].astype(np.int64)
@@ -102,12 +104,23 @@ def _ends_from_offsets(answer: str, spans: np.ndarray, is_special: np.ndarray) -
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, uid: int, prompt: str, answer: str, max_length: int,
-           add_special_tokens: bool = True) -> Encoded:
+           add_special_tokens: bool = True, end_id: int | None = None) -> Encoded:
+    """end_id: a token the answer ends in (an instruction answer's end of turn). It stands for no text, so it
+    ends where the answer does: the position predicting it starts at the answer's last byte in every
+    tokenization, and aligns exactly across tokenizers like any other boundary."""
     p_ids, _, p_special = _pieces(tokenizer, prompt, special=add_special_tokens)
     a_ids, a_spans, a_special = _pieces(tokenizer, answer, special=False)
     if len(a_ids) == 0:
         raise ValueError(f"example {uid}: the answer {answer!r} has no tokens")
     a_ends = answer_token_ends(tokenizer, answer, a_ids, a_spans, a_special)
+    # Bytes are counted from the answer's first character that is not whitespace: a benchmark prompt's answer
+    # reads " 3000 g", a chat template's "3000 g", and the two must place "3" at the same byte.
+    size = len(answer.encode("utf-8", "surrogatepass"))
+    lead = size - len(answer.lstrip().encode("utf-8", "surrogatepass"))
+    a_ends = np.where(a_ends >= 0, np.maximum(a_ends - lead, 0), UNKNOWN)
+    if end_id is not None:
+        a_ids = np.r_[a_ids, end_id]
+        a_ends = np.r_[a_ends, size - lead]
     a_ids = a_ids[: max_length // 2]
     a_ends = a_ends[: max_length // 2]
     overflow = len(p_ids) + len(a_ids) - max_length
@@ -157,11 +170,22 @@ def batches(examples: list[Encoded], batch_size: int, pad_id: int):
         yield chunk, collate(chunk, pad_id)
 
 
-def encode_questions(tokenizer: PreTrainedTokenizerBase, questions: list[Question], max_length: int) -> list[Encoded]:
-    """Each question as prompt + its answer, tokenized for training or knowledge extraction."""
-    return [encode_question(tokenizer, q, max_length) for q in questions]
+def encode_questions(tokenizer: PreTrainedTokenizerBase, questions: list[Question], max_length: int,
+                     system: str | None = None) -> list[Encoded]:
+    """Each question as prompt + its answer, tokenized for training or knowledge extraction; an instruction
+    answer is followed by the model's end-of-turn token (prompts.end_of_turn_id), so that the model learns
+    to stop. system: the party's system prompt (prompts.render)."""
+    end = end_of_turn_id(tokenizer) if any(q.chat and q.free_text for q in questions) else None
+    return [_encode_question(tokenizer, q, max_length, system, end) for q in questions]
 
 
-def encode_question(tokenizer: PreTrainedTokenizerBase, q: Question, max_length: int) -> Encoded:
-    text = render(q, tokenizer)
-    return encode(tokenizer, q.uid, text.prompt, text.answer, max_length, text.add_special_tokens)
+def encode_question(tokenizer: PreTrainedTokenizerBase, q: Question, max_length: int,
+                    system: str | None = None) -> Encoded:
+    return encode_questions(tokenizer, [q], max_length, system)[0]
+
+
+def _encode_question(tokenizer: PreTrainedTokenizerBase, q: Question, max_length: int, system: str | None,
+                     end_id: int | None) -> Encoded:
+    text = render(q, tokenizer, system)
+    return encode(tokenizer, q.uid, text.prompt, text.answer, max_length, text.add_special_tokens,
+                  end_id if q.chat and q.free_text else None)

@@ -90,7 +90,10 @@ def _rows(spec: SourceSpec):
         options = {}
         if kind == "csv":  # every cell as text: type inference would turn "9" into 9.0 beside an empty cell
             with open(path, newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
+                reader = csv.reader(handle)
+                header = next(reader, [])
+                if not any(any(cell.strip() for cell in line) for line in reader):
+                    raise DataError(f"{path} holds a header ({', '.join(header)}) but no rows")
             options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
         try:
             return datasets.load_dataset(kind, data_files=str(path), split="train", **options)
@@ -161,6 +164,13 @@ class _Row:
 
 
 def _choices(row: _Row) -> tuple[str, ...]:
+    column = row.column("choices")
+    if isinstance(column, list):  # one column per choice: a gap would shift every later choice's letter
+        filled = [_present(row.row.get(c)) for c in column]
+        gap = next((i for i in range(len(column) - 1) if not filled[i] and any(filled[i + 1:])), None)
+        if gap is not None:
+            row.fail("choices", f"column {column[gap]!r} is empty but a later choice column is not: the later "
+                                f"choices would move up a letter; fill it, or leave only the last columns empty")
     value = row.get("choices")
     if isinstance(value, str):  # a CSV cell holding a JSON list
         try:
@@ -179,6 +189,8 @@ def _answer(row: _Row, count: int) -> int:
     if isinstance(value, str):
         value = value.strip()
         if len(value) == 1 and value.upper() in LETTERS:
+            if LETTERS.index(value.upper()) >= count:
+                row.fail("answer", f"letter {value!r} is out of range for {count} choices (A-{LETTERS[count - 1]})")
             value = LETTERS.index(value.upper())
         elif value.lstrip("-").isdigit():
             value = int(value)

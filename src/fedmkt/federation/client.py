@@ -20,6 +20,7 @@ from fedmkt.federation.protocol import (OWN, AdapterReply, ClientFailure, Distil
                                         PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes)
 from fedmkt.federation.roles import ClientParty, Peer
+from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
 
@@ -135,6 +136,10 @@ class ClientRuntime:
             scores = {domain: party.evaluate(questions) for domain, questions in self.evaluation.items()}
             if self.own_evaluation:
                 scores[OWN] = party.evaluate(self.own_evaluation)
+                # Answers to its own held-out prompts stay with the client, in its store; the scores go up.
+                rows = take_answers({OWN: scores[OWN]}, {OWN: self.own_evaluation})
+                if self.store is not None:
+                    write_answers(self.store, request.round, f"{party.name}.{OWN}", rows)
             return EvaluateReply(scores=scores)
         if phase == Phase.GET_ADAPTER:
             return AdapterReply(adapter=adapter_to_bytes(party.adapter_state()))

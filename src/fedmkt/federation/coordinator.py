@@ -20,7 +20,7 @@ from fedmkt.stats import KINDS
 from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for
 from fedmkt.federation.protocol import OWN, EvaluateReply, Phase, Request
 from fedmkt.federation.roles import Party
-from fedmkt.federation.store import RunStore
+from fedmkt.federation.store import RunStore, take_answers, write_answers
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.records import Evaluation, RoundRecord, RunMetrics, SplitSizes
@@ -37,7 +37,10 @@ class Coordinator:
         self.method = method_for(config, server, split)
         self.clients = [c.name for c in config.clients]
         self.metrics: RunMetrics | None = None
-        self.last_round_s: float | None = None  # wall time of the last round: the estimate for the next
+        # The last round's training and evaluation times, apart: the estimates for what is left (a round's
+        # evaluation may be skipped, and round 1's would be misread with zero-shot's in it).
+        self.last_train_s: float | None = None
+        self.last_eval_s: float | None = None
 
     def prepare(self) -> None:
         """Step (3) ahead of round 1 on the server: a vocabulary map and alignments per client tokenizer."""
@@ -53,7 +56,8 @@ class Coordinator:
             server, clients = server and "server" in parties, [c for c in clients if c in parties]
         out: Evaluation = {}
         if server:
-            out["server"] = summarize({d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})
+            out["server"] = self._scores(round_no, "server",
+                                         {d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})
         replies = call_clients(self.transport, Phase.EVALUATE, {n: Request(round_no) for n in clients}, {},
                                self.reporter, self.server.public_hash)
         for name in clients:
@@ -61,8 +65,13 @@ class Coordinator:
             if isinstance(reply, EvaluateReply):
                 scores = dict(reply.scores)
                 own = scores.pop(OWN, None)
-                out[name] = summarize(scores, own)
+                out[name] = self._scores(round_no, name, scores, own)
         return out
+
+    def _scores(self, round_no: int, party: str, results: dict[str, dict], own: dict | None = None):
+        """A party's summarized scores; its generated answers go to the run folder's answers/, not metrics.json."""
+        write_answers(self.store.root, round_no, party, take_answers(results, self.split.evaluation))
+        return summarize(results, own)
 
     def _zero_shot_keys(self) -> dict[str, str]:
         """What fixes a zero-shot score: the model, the evaluation questions and how they are scored (a fresh
@@ -106,10 +115,23 @@ class Coordinator:
         self.server.round = round_no
         rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no),
                            self.server.public_hash)
-        rnd.expected_s, rnd.rounds_after = self.last_round_s, self.config.fedmkt.rounds - round_no
+        rnd.expected_s = self.last_train_s
+        rnd.after_s = self._time_after(round_no) or 0.0
         self.method.train_round(rnd)
         rnd.record.timing = rnd.timing(self.server.clock.seconds - server_before)
         return rnd.record
+
+    def _evaluates(self, round_no: int) -> bool:
+        return round_no % self.config.fedmkt.evaluate_every == 0 or round_no == self.config.fedmkt.rounds
+
+    def _time_after(self, round_no: int) -> float | None:
+        """Estimated seconds of the run after round `round_no`'s training: the later rounds' training and
+        every evaluation still to come (this round's included); None before a round has been timed."""
+        if self.last_train_s is None:
+            return None
+        rounds = range(round_no + 1, self.config.fedmkt.rounds + 1)
+        evaluations = sum(self._evaluates(r) for r in range(round_no, self.config.fedmkt.rounds + 1))
+        return len(rounds) * self.last_train_s + evaluations * (self.last_eval_s or 0.0)
 
     def _restore(self) -> int:
         checkpoint = self.store.load_checkpoint()
@@ -144,12 +166,18 @@ class Coordinator:
             self.reporter.message(f"round {round_no}/{config.fedmkt.rounds}", "heading")
             round_started = time.perf_counter()
             record = self.run_round(round_no)
-            if round_no % config.fedmkt.evaluate_every == 0 or round_no == config.fedmkt.rounds:
+            self.last_train_s = time.perf_counter() - round_started
+            if self._evaluates(round_no):
+                evaluation_started = time.perf_counter()
                 record.evaluation = self.evaluate(round_no)
-            self.last_round_s = time.perf_counter() - round_started
+                self.last_eval_s = time.perf_counter() - evaluation_started
+            took = time.perf_counter() - round_started
+            parts = f"training {self.last_train_s:.0f}s" + (f", evaluation {took - self.last_train_s:.0f}s"
+                                                            if record.evaluation else ", no evaluation")
             left = config.fedmkt.rounds - round_no
-            self.reporter.message(f"round {round_no} took {self.last_round_s:.0f}s"
-                                  + (f"; about {left * self.last_round_s:.0f}s left in the run ({left} rounds)" if left else ""))
+            self.reporter.message(f"round {round_no} took {took:.0f}s ({parts})"
+                                  + (f"; about {self._time_after(round_no + 1) + self.last_train_s:.0f}s left in "
+                                     f"the run ({left} rounds)" if left else ""))
             if record.evaluation:
                 self._report(f"after round {round_no}", record.evaluation)
             self.server.save_adapter(self.store.adapter_dir(round_no, "server"))

@@ -24,8 +24,12 @@ Node config (`flower-supernode --node-config`):
   model          optional local source of its SLM (same tokenizer as the config names)
   private-data   its private data: a file or save_to_disk folder on this machine (the server's config need
                  not name it, and the server never reads it)
-  private-columns, private-shape   optional column mapping (JSON object) and shape of that file
-  eval-data      optional: its own held-out evaluation file, reported as this client's "own" score
+  private-columns, private-shape, private-size, private-split, private-subset
+                 optional, as in the YAML's set syntax: column mapping (JSON object), shape, how many
+                 examples to draw, split and configuration (save_to_disk folders, Hub datasets); or
+                 private-data='{source: notes.csv, columns: {prompt: q}, size: 50}' as a whole set
+  eval-data      optional: its own held-out evaluation set, reported as this client's "own" score (the
+                 same eval-columns, eval-shape, eval-size, eval-split, eval-subset, or a whole set)
   domains        optional comma-separated MMLU domains of its private data (benchmark preset)
 
 On Flower's Simulation Engine (`flwr run flower_app <simulation connection>`) nodes have no config of
@@ -42,11 +46,13 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+from pydantic import ValidationError
 
-from fedmkt.config import RunConfig, SetSpec, SourceSpec, load_config, parse_config
+from fedmkt.config import RunConfig, SetSpec, load_config, parse_config
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import RESIDENT_ENV, ClientFailure, Phase
@@ -284,28 +290,59 @@ def _state_dir(context: Context, config: RunConfig) -> Path:
     return cache_root() / "nodes"
 
 
-def _runtime(message: Message, context: Context) -> ClientRuntime:
-    payload = _record(message)
-    config = parse_config(json.loads(payload["config"]))
-    name = _node_name(context, config)
-    if name not in [c.name for c in config.clients]:
-        raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
-    # The node's own word on its SLM and its private data wins over the server's config.
-    update = {}
-    node = context.node_config
+_SET_OPTIONS = {"columns": "JSON object", "shape": "auto, multiple_choice or instruction", "size": "a count",
+                "split": "a split name", "subset": "a Hub configuration name"}
+
+
+def node_set(node: dict, kind: str) -> SetSpec | None:
+    """A node's own data set `kind` ("private" or "eval"), in the YAML's set syntax: `<kind>-data` is a path,
+    or a whole set as YAML/JSON (`{source: notes.csv, columns: {prompt: q}, size: 50}`); beside a path,
+    `<kind>-columns` (JSON), `<kind>-shape`, `<kind>-size`, `<kind>-split` and `<kind>-subset` say the rest."""
+    text = str(node.get(f"{kind}-data") or "").strip()
+    if not text:
+        return None
+    key = f"{kind}-data"
+    try:
+        if text.startswith("{"):
+            spec = yaml.safe_load(text)
+        else:
+            source = {"source": text}
+            for option in _SET_OPTIONS:
+                value = node.get(f"{kind}-{option}")
+                if value is not None and str(value) != "":
+                    key = f"{kind}-{option}"
+                    source[option] = json.loads(str(value)) if option == "columns" else value
+            spec = source
+        return SetSpec.model_validate(spec)
+    except (yaml.YAMLError, json.JSONDecodeError, ValidationError) as error:
+        raise ValueError(f"node config {key}: {error}".replace("\n", "; ")[:600]) from None
+
+
+def node_overrides(node: dict, config: RunConfig, name: str) -> dict:
+    """What a node's own config changes in client `name`'s spec: its word on its SLM and its data wins over
+    the server's config (which need not name its private data at all)."""
+    update: dict = {}
     if node.get("model"):
         mine = next(c.model for c in config.clients if c.name == name)  # keeps its lora/train settings
         update["model"] = mine.model_copy(update={"source": str(node["model"])})
     if node.get("domains"):
         update["domains"] = [d.strip() for d in str(node["domains"]).split(",") if d.strip()]
         update["private"] = None
-    if node.get("private-data"):
-        columns = json.loads(str(node["private-columns"])) if node.get("private-columns") else {}
-        source = {"source": str(node["private-data"]), "columns": columns,
-                  "shape": str(node.get("private-shape") or "auto")}
-        update["private"], update["domains"] = SetSpec(sources=[SourceSpec(**source)]), None
-    if node.get("eval-data"):
-        update["eval"] = SetSpec(sources=[SourceSpec(source=str(node["eval-data"]))])
+    private, own_eval = node_set(node, "private"), node_set(node, "eval")
+    if private is not None:
+        update["private"], update["domains"] = private, None
+    if own_eval is not None:
+        update["eval"] = own_eval
+    return update
+
+
+def _runtime(message: Message, context: Context) -> ClientRuntime:
+    payload = _record(message)
+    config = parse_config(json.loads(payload["config"]))
+    name = _node_name(context, config)
+    if name not in [c.name for c in config.clients]:
+        raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
+    update = node_overrides(context.node_config, config, name)
     if update:
         config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
                                                        for c in config.clients]})

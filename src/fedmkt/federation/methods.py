@@ -58,8 +58,8 @@ class RoundContext:
         self.public_set = public_set
         self.client_compute_s = 0.0
         self.started = time.perf_counter()
-        self.expected_s: float | None = None  # the previous round's wall time: what this one will likely take
-        self.rounds_after = 0  # rounds still to run after this one
+        self.expected_s: float | None = None  # the previous round's training time: what this one's will take
+        self.after_s = 0.0  # the estimated time of the rest of the run after this round's training
 
     def call(self, phase: Phase, requests: dict[str, Request]) -> dict[str, Reply]:
         replies = call_clients(self.transport, phase, requests, self.record.dropped, self.reporter, self.public_set)
@@ -68,12 +68,13 @@ class RoundContext:
         return replies
 
     def progress_line(self, what: str) -> str:
-        """A line a log file can carry: elapsed time, and from round 2 on what is likely left."""
+        """A line a log file can carry: elapsed time, and from round 2 on what is likely left (from the last
+        round's training and evaluation times, each apart)."""
         elapsed = time.perf_counter() - self.started
         line = f"round {self.number}: {what} after {elapsed:.0f}s"
         if self.expected_s is not None:
             left = max(self.expected_s - elapsed, 0.0)
-            line += f"; about {left:.0f}s left in the round, {left + self.rounds_after * self.expected_s:.0f}s in the run"
+            line += f"; about {left:.0f}s left in the round's training, {left + self.after_s:.0f}s in the run"
         return line
 
     def ask(self, phase: Phase, names: list[str]) -> dict[str, Reply]:

@@ -15,7 +15,7 @@ from enum import Enum
 import torch
 from safetensors.torch import load, save
 
-from fedmkt.records import PER_QUESTION
+from fedmkt.records import ANSWERS, PER_QUESTION
 
 
 class Phase(str, Enum):
@@ -151,10 +151,16 @@ class DistillReply(Reply):
 
 @dataclass
 class EvaluateReply(Reply):
-    scores: dict[str, dict] = field(default_factory=dict)  # domain -> metric -> value (PER_QUESTION: a list)
+    scores: dict[str, dict] = field(default_factory=dict)  # domain -> metric -> value (PER_QUESTION: a list of
+    # scores, ANSWERS: of generated answers)
 
     def _wire(self) -> dict:
-        return {f"eval.{domain}.{metric}": [float(v) for v in value] if metric == PER_QUESTION else float(value)
+        def wire(metric: str, value):
+            if metric == ANSWERS:
+                return [str(v) for v in value]
+            return [float(v) for v in value] if metric == PER_QUESTION else float(value)
+
+        return {f"eval.{domain}.{metric}": wire(metric, value)
                 for domain, result in self.scores.items() for metric, value in result.items()}
 
     @classmethod
@@ -164,17 +170,32 @@ class EvaluateReply(Reply):
             domain, dot, metric = key[len("eval."):].rpartition(".")
             if not dot:
                 raise ClientFailure(f"malformed reply: evaluation key '{key}' names no metric")
-            value = _per_question(data, key) if metric == PER_QUESTION else _field(data, key, float)
+            if metric == ANSWERS:
+                value = _answers(data, key)
+            else:
+                value = _per_question(data, key) if metric == PER_QUESTION else _field(data, key, float)
             if metric == "n":  # a count (wire numbers are floats): an int again, as the server's own results
                 if value != int(value) or value < 0:
                     raise ClientFailure(f"malformed reply: '{key}' = {value} is not a count of questions")
                 value = int(value)
             scores.setdefault(domain, {})[metric] = value
         for domain, result in scores.items():
-            if PER_QUESTION in result and len(result[PER_QUESTION]) != result.get("n"):
-                raise ClientFailure(f"malformed reply: eval.{domain} scores {len(result[PER_QUESTION])} questions "
-                                    f"but says n={result.get('n')}")
+            for listed in (PER_QUESTION, ANSWERS):
+                if listed in result and len(result[listed]) != result.get("n"):
+                    raise ClientFailure(f"malformed reply: eval.{domain}.{listed} holds {len(result[listed])} "
+                                        f"questions but says n={result.get('n')}")
         return cls(compute_s, scores)
+
+
+MAX_ANSWER_CHARS = 8192  # far above what evaluation generates (48 new tokens): a longer one is not an answer
+
+
+def _answers(data: dict, key: str) -> list[str]:
+    value = _field(data, key, list)
+    if not all(isinstance(v, str) and len(v) <= MAX_ANSWER_CHARS for v in value):
+        raise ClientFailure(f"malformed reply: '{key}' holds something other than answers of at most "
+                            f"{MAX_ANSWER_CHARS} characters")
+    return value
 
 
 def _per_question(data: dict, key: str) -> list[float]:

@@ -12,6 +12,7 @@ The local runner and the Flower apps both drive these same methods.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from fedmkt.alignment.sequence import SequenceAligner
 from fedmkt.alignment.vocab import VocabMap, build_vocab_map
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
-from fedmkt.data.encoding import Encoded, encode_question, encode_questions
+from fedmkt.data.encoding import Encoded, encode_questions
 from fedmkt.data.questions import Question, set_hash
 from fedmkt.data.token_text import canonical_tokens, tokenizer_fingerprint
 from fedmkt.evaluation import evaluate_questions
@@ -64,7 +65,8 @@ class Party:
     """One model of the federation, server LLM or client SLM: the state FedMKT's steps act on."""
 
     def __init__(self, name: str, loaded: LoadedModel, lora: LoraSpec, train: TrainSpec, fedmkt: FedMKTSpec,
-                 public: list[Question], seed: int = 0, reporter: Reporter = SILENT, eval_scoring: str = "letter"):
+                 public: list[Question], seed: int = 0, reporter: Reporter = SILENT, eval_scoring: str = "letter",
+                 system_prompt: str | None = None):
         self.name = name
         self.source = loaded.name
         self.tokenizer = loaded.tokenizer
@@ -74,9 +76,10 @@ class Party:
             self.model = attach_lora(loaded.model, lora, source=loaded.name)
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
+        self.system_prompt = system_prompt  # how it renders chat examples, in training and evaluation alike
         self._public_questions = {q.uid: q for q in public}
         self.public_hash = set_hash(public)
-        self.public = encode_questions(self.tokenizer, public, train.max_length)
+        self.public = encode_questions(self.tokenizer, public, train.max_length, system_prompt)
         self.public_by_uid = {e.uid: e for e in self.public}
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)
         self.clock = ComputeClock()
@@ -126,9 +129,8 @@ class Party:
         view = self._senders.get(fingerprint)
         if view is None:
             same = fingerprint == self.fingerprint
-            public = self.public if same else [
-                encode_question(tokenizer, self._public_questions[e.uid], self.train_spec.max_length)
-                for e in self.public]
+            public = self.public if same else encode_questions(
+                tokenizer, [self._public_questions[e.uid] for e in self.public], self.train_spec.max_length)
             aligner = SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer))
             view = SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
                               alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public},
@@ -166,18 +168,27 @@ class Party:
         """Plain SFT on labelled questions (the centralized baseline pools everyone's data here)."""
         cached = self._pooled
         if cached is None or cached[0] != [q.uid for q in questions]:
-            cached = ([q.uid for q in questions], encode_questions(self.tokenizer, questions, self.train_spec.max_length))
+            cached = ([q.uid for q in questions],
+                      encode_questions(self.tokenizer, questions, self.train_spec.max_length, self.system_prompt))
             self._pooled = cached
         return self._train(cached[1], epochs, "centralized SFT")
 
     def evaluate(self, questions: list[Question]) -> dict:
-        return evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
-                                  self.train_spec.batch_size, self.clock, scoring=self.eval_scoring)
+        what = f"{self.name}: evaluation on {questions[0].domain if questions else 'nothing'}"
+        task = self.reporter.task(what, len(questions))
+        started = time.perf_counter()
+        result = evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
+                                    self.train_spec.batch_size, self.clock, scoring=self.eval_scoring,
+                                    system=self.system_prompt, task=task)
+        task.finish(f"{what}: {len(questions)} questions in {time.perf_counter() - started:.0f}s")
+        return result
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        # Embeddings are never adapted: peft need not look the base up (a Hub query at every checkpoint).
+        state = get_peft_model_state_dict(self.model, save_embedding_layers=False)
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
@@ -194,7 +205,7 @@ class ClientParty(Party):
 
     def __init__(self, *args, private: list[Question], **kwargs):
         super().__init__(*args, **kwargs)
-        self.private = encode_questions(self.tokenizer, private, self.train_spec.max_length)
+        self.private = encode_questions(self.tokenizer, private, self.train_spec.max_length, self.system_prompt)
 
     def train_private(self) -> float:
         """Step (1): fine-tune the LoRA adapter on the private data."""

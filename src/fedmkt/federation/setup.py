@@ -53,10 +53,11 @@ def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
 
 
 def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
-    return Party("server", _load(config.server, "server.source", config.seed), lora=config.lora_for("server"),
+    seed = config.seed_for("server")
+    return Party("server", _load(config.server, "server.source", seed), lora=config.lora_for("server"),
                  train=config.train_for("server"),
-                 fedmkt=config.fedmkt, public=split.public, seed=config.seed, reporter=reporter,
-                 eval_scoring=config.data.eval_scoring)
+                 fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
+                 eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for("server"))
 
 
 def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path | None,
@@ -66,9 +67,10 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
     if name not in split.private:
         raise DataError(f"client '{name}' has no private data: set clients.{index}.private (or clients.{index}.domains "
                         f"for a benchmark preset), or, on a Flower SuperNode, private-data in its node config")
-    seed = config.seed + 1 + index
+    seed = config.seed_for(name)
     party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora_for(name),
                         train=config.train_for(name),
                         fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
-                        private=split.private[name], eval_scoring=config.data.eval_scoring)
+                        private=split.private[name], eval_scoring=config.data.eval_scoring,
+                        system_prompt=config.system_prompt_for(name))
     return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name))

@@ -4,6 +4,10 @@
     metrics.json         RunMetrics, rewritten after every round (atomically)
     steps.jsonl          a line per optimizer step (fedmkt.tracking); a resume drops the rounds it repeats
     round-N/<party>/     LoRA adapters after round N
+    answers/round-N/<party>.jsonl   a party's generated answers on the free-text evaluation sets after round N
+                         (0: zero-shot), a line per question: domain, uid, question, references, answer,
+                         rougeL; `<client>.own.jsonl` for a client's own held-out set, written by the client
+                         into its own store (on Flower its node's: those prompts never leave it)
     checkpoint/          round-N/ (server adapter, RNG state), then state.json, written last: a crash
                          between the writes leaves the previous checkpoint in force
     summary.md           written by the caller when the run ends
@@ -28,7 +32,8 @@ import yaml
 from fedmkt.config import ConfigError, RunConfig
 from fedmkt.files import atomic_folder, child, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fedmkt.federation.protocol import adapter_from_bytes, adapter_to_bytes
-from fedmkt.records import Evaluation, PartyScores, RunMetrics
+from fedmkt.data.questions import Question
+from fedmkt.records import ANSWERS, PER_QUESTION, Evaluation, PartyScores, RunMetrics
 from fedmkt.summary import summary_markdown
 from fedmkt.tracking import drop_steps_after
 
@@ -54,6 +59,28 @@ def _startup_leftovers(root: Path) -> bool:
     """A folder a run was killed in before it saved anything but initial adapters (and its config)."""
     entries = {p.name for p in root.iterdir()}
     return bool(entries) and entries <= {"round-0", "latest", "config.yaml"} and not (root / "metrics.json").exists()
+
+
+def take_answers(results: dict[str, dict], questions: dict[str, list[Question]]) -> list[dict]:
+    """Remove the generated answers from a party's domain results (metrics.json keeps scores only) and return
+    them as answer-file rows, each beside its question and references."""
+    rows = []
+    for domain, result in results.items():
+        answers = result.pop(ANSWERS, None)
+        if answers is None:
+            continue
+        for q, answer, score in zip(questions[domain], answers, result.get(PER_QUESTION, [])):
+            rows.append({"domain": domain, "uid": q.uid, "question": q.question, "references": list(q.references),
+                         "answer": answer, "rougeL": score})
+    return rows
+
+
+def write_answers(root: Path, round_no: int, party: str, rows: list[dict]) -> Path | None:
+    """answers/round-N/<party>.jsonl under `root` (a run folder or a client's store); nothing without rows."""
+    if not rows:
+        return None
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return atomic_write_text(child(root, "answers", f"round-{round_no}", f"{party}.jsonl"), text)
 
 
 @dataclass
