@@ -187,6 +187,9 @@ def test_a_run_killed_during_start_up_can_be_started_again(tmp_path, mmlu):
     config = parse_config(tiny_config(tmp_path, "early", rounds=1))
     LocalFederation(config, questions=mmlu)  # built (initial adapters written), then "killed" before running
     assert (tmp_path / "early" / "round-0").is_dir() and not (tmp_path / "early" / "metrics.json").exists()
+    # ... or killed during zero-shot, after a party's answers were saved but before any score was
+    (tmp_path / "early" / "answers" / "round-0").mkdir(parents=True)
+    (tmp_path / "early" / "answers" / "round-0" / "server.jsonl").write_text('{"answer": "x"}\n')
     LocalFederation(config, questions=mmlu, resume=True).run()  # resume and a fresh start both work
     assert len(json.loads((tmp_path / "early" / "metrics.json").read_text())["rounds"]) == 1
 

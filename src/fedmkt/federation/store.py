@@ -56,9 +56,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def _startup_leftovers(root: Path) -> bool:
-    """A folder a run was killed in before it saved anything but initial adapters (and its config)."""
+    """A folder a run was killed in before it saved anything but initial adapters, its config and zero-shot
+    answers (written as each party is evaluated, before the scores are saved)."""
     entries = {p.name for p in root.iterdir()}
-    return bool(entries) and entries <= {"round-0", "latest", "config.yaml"} and not (root / "metrics.json").exists()
+    return (bool(entries) and entries <= {"round-0", "latest", "config.yaml", "answers"}
+            and not (root / "metrics.json").exists())
 
 
 def take_answers(results: dict[str, dict], questions: dict[str, list[Question]]) -> list[dict]:
