@@ -13,10 +13,14 @@ unmodified SuperNode.
 import sys
 import time
 
-import flwr.supercore.heartbeat as heartbeat
-import flwr.supernode.start_client_internal as internal
-from flwr.supercore.retry import exponential
-from flwr.supernode.cli.flower_supernode import flower_supernode
+from fedmkt.federation.flower_support import check_flower
+
+check_flower()  # the internals patched below are those of the Flower range tested
+
+import flwr.supercore.heartbeat as heartbeat  # noqa: E402
+import flwr.supernode.start_client_internal as internal  # noqa: E402
+from flwr.supercore.retry import exponential  # noqa: E402
+from flwr.supernode.cli.flower_supernode import flower_supernode  # noqa: E402
 
 POLL_S = 0.5
 HEARTBEAT_RETRY_MAX_S = 1.0

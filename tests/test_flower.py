@@ -246,3 +246,27 @@ def test_the_resident_executor_refuses_an_unencrypted_runtime_api_unless_told():
 
     result = CliRunner().invoke(app, ["flower-clientapp", "--runtime-api-address", "10.0.0.7:9094"])
     assert result.exit_code == 2 and "--insecure" in result.output
+
+
+def test_an_untested_flower_is_refused_at_start_up_naming_the_internals_used(monkeypatch):
+    from typer.testing import CliRunner
+
+    from fedmkt.cli import app
+    from fedmkt.federation import flower_support
+    from fedmkt.federation.flower_support import ALLOW_ENV, UntestedFlower, check_flower
+
+    assert check_flower() == __import__("flwr").__version__  # the installed one is the tested one
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    with pytest.raises(UntestedFlower, match=r"(?s)Flower 1\.43\.0 is installed.*flwr>=1\.42,<1\.43.*run_clientapp"):
+        check_flower("1.43.0")
+    with pytest.raises(UntestedFlower):
+        check_flower("1.41.2")
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    assert check_flower("1.43.0") == "1.43.0"  # the user's word, at their risk
+    monkeypatch.delenv(ALLOW_ENV)
+    monkeypatch.setattr(flower_support, "TESTED", ">=9.0")  # as if the installed Flower were a newer one's
+    result = CliRunner().invoke(app, ["flower-clientapp", "--insecure"])
+    assert result.exit_code == 2 and "fedmkt is tested with flwr>=9.0" in result.output
+    # pyproject pins the range the check states.
+    from tests.flower_cluster import ROOT
+    assert '"flwr[simulation]>=1.42,<1.43"' in (ROOT / "pyproject.toml").read_text()

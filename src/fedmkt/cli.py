@@ -211,6 +211,12 @@ def flower_clientapp(
         root_certificates: Optional[Path] = typer.Option(None, help="CA certificate of the Runtime API's TLS")) -> None:
     """Serve every ClientApp message of a SuperNode started with --isolation process from this one process,
     so a client loads its model once per run instead of once per message."""
+    from fedmkt.federation.flower_support import UntestedFlower, check_flower
+
+    try:
+        check_flower()  # before importing the Flower internals the executor uses
+    except UntestedFlower as error:
+        _fail(error)
     from fedmkt.federation.resident import ResidentExecutor
 
     if not insecure and root_certificates is None:

@@ -20,6 +20,9 @@ Each task runs in a thread of its own, and only the app call holds a lock: a Sup
 pending whose message it never received (a message of a run stopped while being pulled), and pulling
 that task's input waits forever. Flower's SuperExec loses one process to it; here it would otherwise
 stop every later task.
+
+It leans on Flower internals (federation/flower_support.py lists them, with why, and refuses an untested
+Flower at start-up).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
+from fedmkt.federation.flower_support import check_flower
 from fedmkt.federation.protocol import RESIDENT_ENV
 
 
@@ -71,6 +75,7 @@ class ResidentExecutor:
 
     def __init__(self, runtime_api_address: str, insecure: bool, root_certificates: str | None = None,
                  poll_interval: float = 0.1):
+        check_flower()  # the internals imported above are those of the Flower range tested
         self.address, self.insecure, self.poll_interval = runtime_api_address, insecure, poll_interval
         self.certificates = validate_and_resolve_root_certificates(root_certificates, insecure)
         self.apps: dict[str, ClientApp] = {}  # by FAB hash: loaded once, kept with their module state
