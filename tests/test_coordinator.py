@@ -17,7 +17,7 @@ from fedmkt.federation.roles import AbsorbStats
 from fedmkt.federation.store import RunStore
 from fedmkt.selection import SenderKnowledge
 from fedmkt.training import ComputeClock
-from tests.test_selection import packet
+from tests.factories import packet
 from tests.tiny import tiny_config
 
 

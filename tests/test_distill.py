@@ -5,7 +5,7 @@ import torch
 from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap
 from fedmkt.distill import dense_soft_ce, fedmkt_loss, sparse_soft_ce
-from tests.test_knowledge import packet
+from tests.factories import ragged_packet as packet
 
 
 def test_sparse_soft_ce_equals_dense_reference_with_gradients():

@@ -2,18 +2,7 @@ import numpy as np
 import pytest
 
 from fedmkt.knowledge import KnowledgePacket, PacketError
-
-
-def packet(n=3, k=4, vocab=100, seed=0):
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(1, 5, size=n)
-    offsets = np.r_[0, np.cumsum(counts)]
-    logits = rng.normal(size=(offsets[-1], k))
-    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True)) - 1.0
-    return KnowledgePacket(sender="c1", tokenizer="abc", vocab_size=vocab, example_ids=np.arange(10, 10 + n),
-                           ce=rng.uniform(0.5, 3, size=n).astype(np.float32), offsets=offsets,
-                           topk_ids=rng.integers(0, vocab, size=(offsets[-1], k)).astype(np.int32),
-                           topk_logprobs=logp.astype(np.float16))
+from tests.factories import ragged_packet as packet
 
 
 @pytest.mark.parametrize("compress", [True, False])

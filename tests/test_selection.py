@@ -5,22 +5,9 @@ import pytest
 
 from fedmkt.alignment.transfer import softmax_rows
 from fedmkt.alignment.vocab import VocabMap
-from fedmkt.knowledge import KnowledgePacket
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
-
-
-def packet(sender: str, uids: list[int], ce: list[float], positions: int = 2, k: int = 3, vocab: int = 50, seed=0):
-    """`positions` loss rows per example, log-probs that are a real distribution's top-K."""
-    rng = np.random.default_rng(seed)
-    rows = positions * len(uids)
-    logits = rng.normal(size=(rows, k))
-    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True)) - 0.5
-    return KnowledgePacket(sender=sender, tokenizer="t-" + sender, vocab_size=vocab,
-                           example_ids=np.array(uids, dtype=np.int64), ce=np.array(ce, dtype=np.float32),
-                           offsets=np.arange(len(uids) + 1, dtype=np.int64) * positions,
-                           topk_ids=rng.integers(0, vocab, size=(rows, k)).astype(np.int32),
-                           topk_logprobs=logp.astype(np.float16)).validate()
+from tests.factories import packet
 
 
 def identity_map(vocab: int = 50, shift: int = 0) -> VocabMap:
