@@ -189,6 +189,15 @@ def test_one_column_per_choice_refuses_a_gap_and_allows_fewer_choices(tmp_path):
     assert q.choices == ("x", "y", "z") and q.answer == 2
 
 
+def test_a_spreadsheets_byte_order_mark_reads_as_the_same_rows(tmp_path):
+    plain, marked = tmp_path / "plain" / "notes.csv", tmp_path / "marked" / "notes.csv"  # one domain name
+    for path in (plain, marked):
+        path.parent.mkdir()
+    plain.write_text("prompt,response\nConvert 2 km to m.,2000 m\n", encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel saves "CSV UTF-8"
+    assert load_source(SourceSpec(source=str(marked))) == load_source(SourceSpec(source=str(plain)))
+
+
 def test_a_mapped_column_the_file_lacks_is_named(tmp_path):
     path = write_jsonl(tmp_path / "q.jsonl", MC_ROWS)
     with pytest.raises(DataError, match=r"no column 'stem' \(columns.question\); its columns are"):

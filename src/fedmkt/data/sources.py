@@ -89,12 +89,14 @@ def _rows(spec: SourceSpec):
         _check_text(path)
         options = {}
         if kind == "csv":  # every cell as text: type inference would turn "9" into 9.0 beside an empty cell
-            with open(path, newline="", encoding="utf-8") as handle:
+            # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+            with open(path, newline="", encoding="utf-8-sig") as handle:
                 reader = csv.reader(handle)
                 header = next(reader, [])
                 if not any(any(cell.strip() for cell in line) for line in reader):
                     raise DataError(f"{path} holds a header ({', '.join(header)}) but no rows")
             options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+            options["encoding"] = "utf-8-sig"
         try:
             return datasets.load_dataset(kind, data_files=str(path), split="train", **options)
         except Exception as error:
