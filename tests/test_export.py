@@ -66,6 +66,9 @@ def test_every_evaluation_saves_its_answers_with_question_ids_and_references(run
     assert all(set(r) == {"domain", "uid", "question", "references", "answer", "rougeL"} for r in rows)
     assert "answers" not in scores  # metrics.json keeps scores only
     assert (run_dir / "answers" / "round-0" / "server.jsonl").is_file()  # zero-shot too
+    # A client's answers on the server's sets come up in its EVALUATE reply (through its wire form).
+    client_rows = (run_dir / "answers" / "round-1" / "clock.jsonl").read_text().splitlines()
+    assert [json.loads(r)["uid"] for r in client_rows] == [r["uid"] for r in rows]
     # A client's own held-out answers are written by the client, apart (on Flower: in its node's store).
     own = (run_dir / "answers" / "round-1" / "metric.own.jsonl").read_text().splitlines()
     assert len(own) == metrics["rounds"][0]["evaluation"]["metric"]["own"]["n"]
