@@ -9,23 +9,26 @@ EXAMPLES = [ShareReply(1.5, b"\x00\x01", 0.25), PrivateReply(0.5, 2.0),
             DistillReply(2.0, 0.3, {"self": 0.25, "server": 0.75}, {"server": 0.9}),
             EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4, "per_question": [1.0, 0.0, 1.0, 0.0]},
                                 "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2,
-                                                                    "per_question": [0.4, 0.2]}}),
+                                                                    "per_question": [0.4, 0.2],
+                                                                    "answers": ["Paris", "two\nlines"]}}),
             AdapterReply(0.2, b"weights"), Reply(0.0)]
 
 
 @pytest.mark.parametrize("reply", EXAMPLES, ids=lambda r: type(r).__name__)
 def test_every_reply_round_trips_through_its_wire_form(reply):
     wire = reply.to_wire()
-    # What a ConfigRecord carries: scalars, bytes, lists of floats.
-    assert all(isinstance(v, (str, int, float, bytes)) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
-               for v in wire.values())
+    # What a ConfigRecord carries: scalars, bytes, lists of floats or of strings.
+    assert all(isinstance(v, (str, int, float, bytes)) or (isinstance(v, list) and (
+        all(isinstance(x, float) for x in v) or all(isinstance(x, str) for x in v))) for v in wire.values())
     assert type(reply).from_wire(wire) == reply
     if isinstance(reply, EvaluateReply):  # a count comes back a count, as in the server's own results
         assert all(type(r["n"]) is int for r in type(reply).from_wire(wire).scores.values())
 
 
-def test_each_phase_has_a_reply_type_and_a_flower_message_type():
-    assert set(REPLIES) == set(Phase)
+def test_each_phase_has_a_reply_type_a_client_handler_and_a_flower_message_type():
+    from fedmkt.federation.client import HANDLERS
+
+    assert set(REPLIES) == set(Phase) == set(HANDLERS)
     for phase in Phase:
         category = phase.value.partition(".")[0]
         assert category in ("train", "evaluate", "query")  # Flower's message categories
@@ -43,6 +46,9 @@ def test_each_phase_has_a_reply_type_and_a_flower_message_type():
     (EvaluateReply, {"eval.stem.n": 2.0, "eval.stem.per_question": [1.0, 7.0]}, "scores in \\[0, 1\\]"),
     (EvaluateReply, {"eval.stem.n": 1.0, "eval.stem.per_question": 1.0}, "'eval.stem.per_question' is float"),
     (EvaluateReply, {"eval.stem.n": 2.5, "eval.stem.acc": 1.0}, "not a count of questions"),
+    (EvaluateReply, {"eval.qa.n": 2.0, "eval.qa.answers": ["a"]}, "eval.qa answers 1 questions but says n=2"),
+    (EvaluateReply, {"eval.qa.n": 1.0, "eval.qa.answers": [3.0]}, "other than answers of at most"),
+    (EvaluateReply, {"eval.qa.n": 1.0, "eval.qa.answers": ["x" * 9000]}, "other than answers of at most 8192"),
     (PrivateReply, "not a record", "not a record"),
 ])
 def test_malformed_replies_are_refused_with_the_field_named(kind, wire, problem):

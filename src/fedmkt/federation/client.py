@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from safetensors.torch import load_file
 
@@ -118,31 +119,50 @@ class ClientRuntime:
             raise ClientFailure(f"public set mismatch: the server holds public set {request.public_set}, client "
                                 f"'{party.name}' holds {party.public_hash}; every party must load the same data.public")
         self._sync(request.round, phase)
-        if phase == Phase.SHARE:  # steps (1) and (2)
-            loss = party.train_private()
-            self._persist(request.round, phase, snapshot=False)
-            return ShareReply(packet=party.share_knowledge().to_bytes(party.fedmkt.logprob_bits),
-                              private_loss=float(loss))
-        if phase == Phase.PRIVATE:
-            loss = party.train_private()
-            self._persist(request.round, phase, snapshot=True)
-            return PrivateReply(private_loss=float(loss))
-        if phase == Phase.DISTILL:  # step (7)
-            packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes)
-            stats = party.absorb([party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))))])
-            self._persist(request.round, phase, snapshot=True)
-            return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
-        if phase == Phase.EVALUATE:
-            scores = {domain: party.evaluate(questions) for domain, questions in self.evaluation.items()}
-            if self.own_evaluation:
-                scores[OWN] = party.evaluate(self.own_evaluation)
-                # Answers to its own held-out prompts stay with the client, in its store; the scores go up.
-                rows = take_answers({OWN: scores[OWN]}, {OWN: self.own_evaluation})
-                if self.store is not None:
-                    write_answers(self.store, request.round, f"{party.name}.{OWN}", rows)
-            return EvaluateReply(scores=scores)
-        if phase == Phase.GET_ADAPTER:
-            return AdapterReply(adapter=adapter_to_bytes(party.adapter_state()))
-        party.load_adapter_state(adapter_from_bytes(request.adapter))  # Phase.SET_ADAPTER
-        self._persist(request.round, phase, snapshot=True)
+        return HANDLERS[phase](self, request)
+
+    # One handler per phase (HANDLERS): each brings the party through its step and says what to reply.
+    def _share(self, request: Request) -> ShareReply:  # steps (1) and (2)
+        party = self.party
+        loss = party.train_private()
+        self._persist(request.round, Phase.SHARE, snapshot=False)
+        return ShareReply(packet=party.share_knowledge().to_bytes(party.fedmkt.logprob_bits), private_loss=float(loss))
+
+    def _private(self, request: Request) -> PrivateReply:
+        loss = self.party.train_private()
+        self._persist(request.round, Phase.PRIVATE, snapshot=True)
+        return PrivateReply(private_loss=float(loss))
+
+    def _distill(self, request: Request) -> DistillReply:  # step (7)
+        party = self.party
+        packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes)
+        stats = party.absorb([party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))))])
+        self._persist(request.round, Phase.DISTILL, snapshot=True)
+        return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
+
+    def _evaluate(self, request: Request) -> EvaluateReply:
+        party = self.party
+        scores = {domain: party.evaluate(questions) for domain, questions in self.evaluation.items()}
+        if self.own_evaluation:
+            scores[OWN] = party.evaluate(self.own_evaluation)
+            # Answers to its own held-out prompts stay with the client, in its store; the scores go up.
+            rows = take_answers({OWN: scores[OWN]}, {OWN: self.own_evaluation})
+            if self.store is not None:
+                write_answers(self.store, request.round, f"{party.name}.{OWN}", rows)
+        return EvaluateReply(scores=scores)
+
+    def _get_adapter(self, request: Request) -> AdapterReply:
+        return AdapterReply(adapter=adapter_to_bytes(self.party.adapter_state()))
+
+    def _set_adapter(self, request: Request) -> Reply:
+        self.party.load_adapter_state(adapter_from_bytes(request.adapter))
+        self._persist(request.round, Phase.SET_ADAPTER, snapshot=True)
         return Reply()
+
+
+# Phase -> the ClientRuntime method serving it; its reply type is protocol.REPLIES[phase]. A new phase is a
+# Phase member, its reply class in REPLIES and a handler here (a test checks the three tables agree).
+HANDLERS: dict[Phase, Callable[[ClientRuntime, Request], Reply]] = {
+    Phase.SHARE: ClientRuntime._share, Phase.PRIVATE: ClientRuntime._private, Phase.DISTILL: ClientRuntime._distill,
+    Phase.EVALUATE: ClientRuntime._evaluate, Phase.GET_ADAPTER: ClientRuntime._get_adapter,
+    Phase.SET_ADAPTER: ClientRuntime._set_adapter}

@@ -180,10 +180,10 @@ class EvaluateReply(Reply):
                 value = int(value)
             scores.setdefault(domain, {})[metric] = value
         for domain, result in scores.items():
-            for listed in (PER_QUESTION, ANSWERS):
+            for listed, verb in ((PER_QUESTION, "scores"), (ANSWERS, "answers")):
                 if listed in result and len(result[listed]) != result.get("n"):
-                    raise ClientFailure(f"malformed reply: eval.{domain}.{listed} holds {len(result[listed])} "
-                                        f"questions but says n={result.get('n')}")
+                    raise ClientFailure(f"malformed reply: eval.{domain} {verb} {len(result[listed])} questions "
+                                        f"but says n={result.get('n')}")
         return cls(compute_s, scores)
 
 
