@@ -3,9 +3,10 @@ without an end-of-turn target and one with it): for each party and free-text eva
 greedy answers that stop (end of turn or EOS) before max_new_tokens, and ROUGE-L with the paired 95%
 interval of the difference, on the same held-out questions, generated here in one process by the same code.
 
-    PYTHONPATH=. python -m benchmarks.answer_ends RUN_BEFORE RUN_AFTER [--max-new-tokens 48]
+    PYTHONPATH=. python -m benchmarks.answer_ends RUN_BEFORE RUN_AFTER [--max-new-tokens 48] [--round N]
 
-Each party answers with its adapter after its run's last round (zero-shot: round 0, the same in both runs).
+Each party answers with its adapter after its run's last round (or round N in both). Zero-shot's share is
+in the second run's metrics.json (round 0's `ended`).
 """
 
 from __future__ import annotations
@@ -47,22 +48,23 @@ def _config(run_dir: Path):
     return parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
-def compare(before: Path, after: Path, max_new_tokens: int) -> list[dict]:
+def compare(before: Path, after: Path, max_new_tokens: int, round_no: int | None = None,
+            parties: list[str] | None = None) -> list[dict]:
     import numpy as np
 
     from fedmkt.stats import paired_difference
 
     config = _config(after)
     rows = []
-    for party in ["server", *(c.name for c in config.clients)]:
-        stages = {"zero-shot": answers_of(after, party, 0, max_new_tokens),
-                  "before": answers_of(before, party, None, max_new_tokens),
-                  "after": answers_of(after, party, None, max_new_tokens)}
+    for party in parties or ["server", *(c.name for c in config.clients)]:
+        stages = {"before": answers_of(before, party, round_no, max_new_tokens),
+                  "after": answers_of(after, party, round_no, max_new_tokens)}
         for name in stages["after"]:
             ended = {k: float(np.mean(v[name][0])) for k, v in stages.items()}
             rouge = {k: float(np.mean(v[name][1])) for k, v in stages.items()}
             diff = paired_difference(stages["before"][name][1], stages["after"][name][1])
-            rows.append({"benchmark": "answer_ends", "run": config.run_name, "party": party, "set": name,
+            rows.append({"benchmark": "answer_ends", "run": config.run_name, "round": round_no or "last",
+                         "party": party, "set": name,
                          "questions": len(stages["after"][name][0]), "max_new_tokens": max_new_tokens,
                          **{f"ended_{k}": round(v, 3) for k, v in ended.items()},
                          **{f"rougeL_{k}": round(v, 3) for k, v in rouge.items()},
@@ -76,8 +78,11 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--round", type=int, default=None, help="both runs' adapters after this round")
+    parser.add_argument("--parties", default=None, help="comma-separated (default: every party)")
     args = parser.parse_args()
-    rows = compare(args.before, args.after, args.max_new_tokens)
+    rows = compare(args.before, args.after, args.max_new_tokens, args.round,
+                   args.parties.split(",") if args.parties else None)
     record(f"answer_ends_{rows[0]['run'] if rows else 'none'}", rows)
 
 
