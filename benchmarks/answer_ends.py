@@ -20,12 +20,12 @@ from benchmarks.common import record
 def answers_of(run_dir: Path, party: str, round_no: int | None, max_new_tokens: int) -> dict[str, tuple]:
     """{set name: (ended flags, ROUGE-L per question)} for one party's free-text evaluation sets."""
     from fedmkt.evaluation import generate_with_ends, rouge_l
-    from fedmkt.export import load_party, saved_party
+    from fedmkt.export import load_party, run_config, saved_party
     from fedmkt.federation.setup import federated_split
 
     saved = saved_party(run_dir, party, round_no)
     loaded = load_party(saved)
-    config = _config(run_dir)
+    config = run_config(run_dir)
     split = federated_split(config, clients=[] if party == "server" else [party])
     sets = dict(split.evaluation)
     if party != "server" and party in split.client_eval:
@@ -40,21 +40,14 @@ def answers_of(run_dir: Path, party: str, round_no: int | None, max_new_tokens: 
     return out
 
 
-def _config(run_dir: Path):
-    import yaml
-
-    from fedmkt.config import parse_config
-
-    return parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-
-
 def compare(before: Path, after: Path, max_new_tokens: int, round_no: int | None = None,
             parties: list[str] | None = None) -> list[dict]:
     import numpy as np
 
+    from fedmkt.export import run_config
     from fedmkt.stats import paired_difference
 
-    config = _config(after)
+    config = run_config(after)
     rows = []
     for party in parties or ["server", *(c.name for c in config.clients)]:
         stages = {"before": answers_of(before, party, round_no, max_new_tokens),

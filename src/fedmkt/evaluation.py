@@ -180,10 +180,11 @@ def generate_with_ends(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBas
             with clock.measure():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
-            for row in out[:, enc["input_ids"].shape[1]:]:
+            generated = out[:, enc["input_ids"].shape[1]:]
+            ended += torch.isin(generated, torch.tensor(stops, device=generated.device)).any(dim=1).tolist()
+            for row in generated:
                 answer = tokenizer.decode(row, skip_special_tokens=True).strip()
                 answers.append(answer if instruction else answer.split("\n")[0])
-                ended.append(bool(torch.isin(row, torch.tensor(stops, device=row.device)).any()))
             if task is not None:
                 task.advance(len(texts))
     finally:

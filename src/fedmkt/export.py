@@ -21,13 +21,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from fedmkt.config import ConfigError, ModelSpec, RunConfig, parse_config
+from fedmkt.config import ConfigError, ModelSpec, RunConfig, load_config
 from fedmkt.data.prompts import end_of_turn_id
 from fedmkt.data.questions import Question
 from fedmkt.evaluation import generate_answers
-from fedmkt.files import atomic_folder, atomic_write_text
+from fedmkt.files import atomic_folder, atomic_write_text, round_numbers
 from fedmkt.models import LoadedModel, load_model
 
 
@@ -44,16 +42,16 @@ class SavedParty:
     seed: int  # the base's: a tiny test model's random weights depend on it
 
 
-def _config(run_dir: Path) -> RunConfig:
+def run_config(run_dir: Path) -> RunConfig:
+    """The config a run folder was made with."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml")
-    return parse_config(yaml.safe_load(path.read_text()))
+    return load_config(path)
 
 
 def _last_round(run_dir: Path, party: str) -> int:
-    rounds = [int(folder.name[len("round-"):]) for folder in run_dir.glob("round-*")
-              if folder.name[len("round-"):].isdigit() and (folder / party / "adapter_model.safetensors").is_file()]
+    rounds = [n for n in round_numbers(run_dir) if (run_dir / f"round-{n}" / party / "adapter_model.safetensors").is_file()]
     if not rounds:
         raise FileNotFoundError(f"no adapter of '{party}' in {run_dir} (round-N/{party}/); on Flower a client's "
                                 f"adapters are in its node's store: pass --adapter")
@@ -64,7 +62,7 @@ def saved_party(run_dir: Path, party: str, round_no: int | None = None, adapter:
                 base: str | None = None) -> SavedParty:
     """The party `party` of the run in `run_dir`: its adapter after `round_no` (default: the last saved) or the
     folder `adapter`, on its base model (the run's config, or `base` where a node ran a model of its own)."""
-    config = _config(run_dir)
+    config = run_config(run_dir)
     names = ["server", *(c.name for c in config.clients)]
     if party not in names:
         raise ConfigError(f"no party '{party}' in {run_dir}: its parties are {names}")
@@ -98,8 +96,11 @@ def answer(saved: SavedParty, loaded: LoadedModel, prompts: list[str], max_new_t
                             max_new_tokens=max_new_tokens, system=saved.system_prompt)
 
 
-def _stop_ids(tokenizer) -> list[int]:
-    return sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)} - {None})
+def _stop_at_end_of_turn(model, tokenizer) -> None:
+    """The generation config a plain `generate` reads: stop at EOS or the model's end of turn, pad as trained."""
+    model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)} - {None})
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = True
 
 
 def _card(saved: SavedParty, run_dir: Path, how: str) -> str:
@@ -123,13 +124,10 @@ def export_party(run_dir: Path, party: str, out: Path, round_no: int | None = No
         raise FileExistsError(f"{out} already exists; choose another --out")
     saved = saved_party(run_dir, party, round_no, adapter, base)
     loaded = load_party(saved)
-    stops = _stop_ids(loaded.tokenizer)
 
     def write_merged(folder: Path) -> None:
         merged = loaded.model.merge_and_unload()
-        merged.generation_config.eos_token_id = stops
-        merged.generation_config.pad_token_id = loaded.tokenizer.pad_token_id
-        merged.config.use_cache = True
+        _stop_at_end_of_turn(merged, loaded.tokenizer)
         merged.save_pretrained(folder)
         loaded.tokenizer.save_pretrained(folder)
         how = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -138,12 +136,9 @@ def export_party(run_dir: Path, party: str, out: Path, round_no: int | None = No
         atomic_write_text(folder / "README.md", _card(saved, run_dir, how))
 
     def write_split(folder: Path) -> None:
-        base_model = loaded.model.get_base_model()
-        base_model.generation_config.eos_token_id = stops
-        base_model.generation_config.pad_token_id = loaded.tokenizer.pad_token_id
-        base_model.config.use_cache = True
         # The LoRA layers are still wrapped around the base's: unload() restores the plain modules first.
         plain = loaded.model.unload()
+        _stop_at_end_of_turn(plain, loaded.tokenizer)
         plain.save_pretrained(folder / "base")
         loaded.tokenizer.save_pretrained(folder / "base")
         (folder / "adapter").mkdir()

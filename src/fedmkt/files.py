@@ -48,6 +48,11 @@ def atomic_write_json(path: Path, data) -> Path:
     return atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False))
 
 
+def round_numbers(folder: Path) -> list[int]:
+    """The N of every `round-N` entry of `folder`, ascending (none if it does not exist)."""
+    return sorted(int(p.name[len("round-"):]) for p in folder.glob("round-*") if p.name[len("round-"):].isdigit())
+
+
 def child(root: Path, *names: str) -> Path:
     """root/names..., refusing any name that would lead outside root (absolute, '..', separators)."""
     path = root.joinpath(*names)

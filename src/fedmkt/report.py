@@ -13,6 +13,7 @@ import yaml
 
 from fedmkt.config import GridSpec
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
+from fedmkt.files import round_numbers
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.stats import KINDS, compare_scores, kind_scores
@@ -288,8 +289,7 @@ def _cell(text: str, width: int = 160) -> str:
 def answers_markdown(run_dir: Path, sample: int = 3) -> str:
     """A few generated answers of each party beside their references, at zero-shot and after the last round
     that saved answers (answers/round-N/, federation/store.py); empty without free-text evaluation."""
-    rounds = sorted(int(d.name[len("round-"):]) for d in (run_dir / "answers").glob("round-*")
-                    if d.name[len("round-"):].isdigit())
+    rounds = round_numbers(run_dir / "answers")
     if not rounds:
         return ""
     shown = sorted({rounds[0], rounds[-1]})
