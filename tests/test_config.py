@@ -51,3 +51,41 @@ def test_yaml_file_problems(tmp_path):
     good.write_text("fedmkt:\n  rounds: 3\n  llm_training: false\n")
     cfg = load_config(good)
     assert cfg.fedmkt.rounds == 3 and cfg.fedmkt.llm_training is False
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """Nine lines that stand for 9**9 (387 million) values once their aliases are expanded."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, cause", [
+    (_alias_bomb(), "its aliases expand to more than 100000 values"),
+    ("[" * 100_000, "nested deeper than 32 levels"),
+    ("seed: 1\n" + "#" * (300 * 1024), "over the limit of 262144"),
+    ("seed: [1, 2", "not valid YAML"),
+])
+def test_a_config_file_beyond_the_bounds_is_refused_naming_the_cause(tmp_path, text, cause):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=cause) as refused:
+        load_config(path)
+    assert str(path) in str(refused.value)
+
+
+def test_set_refuses_an_alias_bomb_and_deep_nesting_in_its_value():
+    from fedmkt.config import set_field
+
+    with pytest.raises(ConfigError, match="aliases expand"):
+        set_field({}, "data={" + _alias_bomb().replace("\n", ", ") + "}")
+    with pytest.raises(ConfigError, match="nested deeper"):
+        set_field({}, "seed=" + "[" * 50_000)
+
+
+def test_the_grids_merge_keys_still_read(tmp_path):
+    from fedmkt.config import load_grid
+    from pathlib import Path
+
+    grid, configs = load_grid(Path("experiments/paper-grid.yaml"))
+    assert len(configs) == len(grid.cells) > 1

@@ -18,14 +18,14 @@ from tests.tiny import tiny_config
 
 
 def raw(meta: dict, arrays: dict) -> bytes:
-    return save(arrays, metadata={"format": FORMAT, "version": "1", **meta})
+    return save(arrays, metadata={"format": FORMAT, "version": "3", "round": "0", "phase": "", **meta})
 
 
 def rebuild(packet: KnowledgePacket, **changes) -> bytes:
     """A packet's bytes with some arrays or metadata replaced, bypassing every check."""
     arrays = {k: getattr(packet, k) for k in ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")}
     meta = {"sender": packet.sender, "tokenizer": packet.tokenizer, "vocab_size": str(packet.vocab_size),
-            "public_set": packet.public_set}
+            "public_set": packet.public_set, "round": str(packet.round), "phase": packet.phase}
     for key, value in changes.items():
         (arrays if isinstance(value, np.ndarray) else meta)[key] = value
     return raw(meta, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
@@ -47,6 +47,15 @@ def zero_ce_garbage(p: KnowledgePacket) -> bytes:
     return rebuild(p, ce=np.zeros_like(p.ce), topk_ids=ids)
 
 
+def everything_certain(p: KnowledgePacket) -> bytes:
+    """Every position: the label (the sender's own next token, from its best guess) at log-prob 0 beside 15
+    junk ids also at 0, so that the CE bound from its own log-probs allows the CE 0 it claims."""
+    ids = np.zeros((len(p.topk_ids), 16), dtype=np.int32)
+    ids[:, 0] = p.topk_ids[:, 0]
+    ids[:, 1:] = (p.topk_ids[:, :1] + np.arange(1, 16)) % p.vocab_size
+    return rebuild(p, ce=np.zeros_like(p.ce), topk_ids=ids, topk_logprobs=np.zeros(ids.shape, dtype=np.float16))
+
+
 PROBES = {
     "header is a JSON list": (lambda p: header_bytes(b"[1, 2]"), "not an object"),
     "header is a number": (lambda p: header_bytes(b"42"), "corrupted or not a packet"),
@@ -65,6 +74,14 @@ PROBES = {
     "another tokenizer": (lambda p: rebuild(p, tokenizer="0123456789abcdef01234567"), "tokenizer mismatch"),
     "ce = 0 with garbage ids": (zero_ce_garbage, "claims cross-entropy 0.0000"),
     "packet as text": (lambda p: "not bytes", "malformed reply: 'packet' is str"),
+    "ids of 2**31 under a claimed vocabulary of 2**32": (
+        lambda p: rebuild(p, vocab_size=str(2**32), topk_ids=np.full(p.topk_ids.shape, 2**31, dtype=np.int64)),
+        "is not an integer in [1, 2147483647]"),
+    "label and 15 junk ids all at log-prob 0, CE 0 claimed": (everything_certain, "sum to 16.000, more than 1"),
+    "a packet of the round before": (lambda p: rebuild(p, round=str(p.round - 1)), "it was sent for round 0"),
+    "a packet sent for another phase": (lambda p: rebuild(p, phase="train.distill"), "(train.distill), this is round 1"),
+    "a 600 KB sender name with a markdown heading": (lambda p: rebuild(p, sender="x\n# INJECTED heading" * 30000),
+                                                     "claims to come from 'x\\n# INJECTED"),
 }
 
 
@@ -110,6 +127,12 @@ def test_a_hostile_packet_drops_its_sender_and_the_round_completes(tmp_path, mml
     (Phase.SHARE, lambda r: dict(r, compute_s="fast"), "'compute_s' is str"),
     (Phase.DISTILL, lambda r: {k: v for k, v in r.items() if k != "loss"}, "no 'loss'"),
     (Phase.EVALUATE, lambda r: {"eval.stem": 1.0}, None),
+    (Phase.EVALUATE, lambda r: {"compute_s": 1.0, "phase": "evaluate"}, "it scored sets [], the server asked for"),
+    (Phase.EVALUATE, lambda r: {k: v for k, v in r.items() if not k.startswith("eval.stem.")},
+     "it scored sets ['humanities'], the server asked for ['humanities', 'stem']"),
+    (Phase.EVALUATE, lambda r: dict(r, phase="train.distill"), "it answers 'train.distill', not evaluate"),
+    (Phase.DISTILL, lambda r: dict(r, loss=-5.0), "'loss' = -5.0 is outside"),
+    (Phase.SHARE, lambda r: dict(r, compute_s=float("inf")), "'compute_s' = inf is outside"),
 ])
 def test_malformed_replies_drop_their_sender(tmp_path, mmlu, phase, change, reason):
     run_dir, record = run_with(tmp_path, mmlu, change, phase=phase)
@@ -118,6 +141,32 @@ def test_malformed_replies_drop_their_sender(tmp_path, mmlu, phase, change, reas
     else:  # an unusable evaluation: the client is simply not scored
         assert "hum" not in record["evaluation"] and "stem" in record["evaluation"]
     assert "stem" in record["kd_loss"]
+
+
+def test_a_reply_of_the_wrong_shape_leaves_a_run_that_reports(tmp_path, mmlu):
+    from fedmkt.report import write_run_report
+
+    run_dir, record = run_with(tmp_path, mmlu, lambda r: {"compute_s": 1.0, "phase": "evaluate"}, phase=Phase.EVALUATE)
+    assert "hum" in record["dropped"] and "hum" not in record["evaluation"]
+    assert "| hum | dropped |" in (run_dir / "summary.md").read_text()
+    assert write_run_report(run_dir).is_file()
+
+
+def test_whatever_breaks_while_using_one_senders_knowledge_drops_that_sender(tmp_path, mmlu, monkeypatch):
+    import fedmkt.selection
+
+    real = fedmkt.selection.reindex
+
+    def breaks_for_hum(packet, *args):
+        if packet.sender == "hum":
+            raise IndexError("index -2147483648 is out of bounds")
+        return real(packet, *args)
+
+    monkeypatch.setattr(fedmkt.selection, "reindex", breaks_for_hum)
+    run_dir, record = run_with(tmp_path, mmlu, lambda r: r)
+    assert "IndexError: index -2147483648" in record["dropped"]["hum"]
+    assert set(record["selection"]["server"]) == {"self", "stem"}
+    assert (run_dir / "checkpoint" / "state.json").is_file()
 
 
 def test_a_0d_array_in_a_packet_is_named_not_a_type_error():

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -34,11 +36,11 @@ def test_the_cross_entropy_bound_allows_for_8_bit_rounding():
     whole step (1/16), which would raise the claimed CE's lower bound above the exact CE."""
     from fedmkt.knowledge import Expected
 
-    logp = np.array([[-0.001, -0.0323, -3.0, -5.0]], dtype=np.float16)
+    logp = np.array([[-0.75, -0.782, -3.0, -5.0]], dtype=np.float16)  # a top-K of one distribution (sum 0.97)
     ce = np.array([-float(logp[0, 1])], dtype=np.float32)  # exactly the label's NLL
     p = KnowledgePacket(sender="c1", tokenizer="abc", vocab_size=100, example_ids=np.array([7]), ce=ce,
                         offsets=np.array([0, 1]), topk_ids=np.array([[4, 9, 1, 2]], dtype=np.int32), topk_logprobs=logp)
-    expected = Expected(labels={7: np.array([9])}, top_k=4)
+    expected = Expected(labels={7: np.array([9])}, top_k=4, ce_tolerance=0.0)
     q = KnowledgePacket.from_bytes(p.to_bytes(logprob_bits=8))
     assert q.topk_logprobs[0, 1] < logp[0, 1] - 0.02  # rounded down by nearly half a step
     q.check(expected)
@@ -72,9 +74,49 @@ def test_corrupted_or_oversized_compressed_packets_are_rejected():
         KnowledgePacket.from_bytes(bytes(data))
     with pytest.raises(PacketError, match="corrupted"):
         KnowledgePacket.from_bytes(bytes(packet().to_bytes()[:-10]))
-    bomb = lzma.compress(b"\x00" * (64 << 20), format=lzma.FORMAT_XZ)  # ~10 kB that expand to 64 MiB
-    with pytest.raises(PacketError, match="expands past"):
+    zeros = lzma.compress(b"\x00" * (64 << 20), format=lzma.FORMAT_XZ)  # ~10 kB that expand to 64 MiB
+    with pytest.raises(PacketError, match="corrupted"):
+        KnowledgePacket.from_bytes(zeros)
+
+
+def _declaring(size: int) -> bytes:
+    """A safetensors header that declares one array of `size` bytes."""
+    header = json.dumps({"topk_steps": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    return len(header).to_bytes(8, "little") + header
+
+
+def test_decoding_is_bounded_by_the_header_before_the_arrays_are_inflated():
+    import lzma
+
+    bomb = lzma.compress(_declaring(1 << 34) + b"\x00" * (1 << 20), format=lzma.FORMAT_XZ)
+    with pytest.raises(PacketError, match="declares 17179869"):  # refused from its header: 16 GiB never inflate
         KnowledgePacket.from_bytes(bomb)
+    data = packet().to_bytes(compress=False)
+    with pytest.raises(PacketError, match=f"declares {len(data)} decoded bytes, over the limit of {len(data) - 1}"):
+        KnowledgePacket.from_bytes(lzma.compress(data), max_decoded=len(data) - 1)
+    assert KnowledgePacket.from_bytes(lzma.compress(data), max_decoded=len(data)).sender == "c1"
+    longer = lzma.compress(data + b"\x00" * 4096, format=lzma.FORMAT_XZ)  # more inside than the header says
+    with pytest.raises(PacketError, match="holds more than its header declares"):
+        KnowledgePacket.from_bytes(longer)
+    with pytest.raises(PacketError, match="its header declares"):
+        KnowledgePacket.from_bytes(data + b"\x00")
+
+
+def test_decoding_holds_a_small_multiple_of_the_decoded_size():
+    import tracemalloc
+
+    from fedmkt.knowledge import DECODE_PEAK_FACTOR, XZ_DECODER_BYTES
+
+    big = packet(n=8000, k=32, vocab=262144)
+    for bits in (8, 16):
+        data = big.to_bytes(logprob_bits=bits)
+        decoded = len(big.to_bytes(logprob_bits=bits, compress=False))
+        tracemalloc.start()
+        KnowledgePacket.from_bytes(data)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        # Measured: about 5x (8 bits) and 4x (16 bits) the decoded size, beside the xz decoder's ~9 MiB.
+        assert peak < DECODE_PEAK_FACTOR * decoded + XZ_DECODER_BYTES, (bits, peak, decoded)
 
 
 def test_corrupted_bytes_are_rejected():
@@ -93,7 +135,7 @@ def test_other_safetensors_and_versions_are_rejected():
 
     with pytest.raises(PacketError, match="not a knowledge packet"):
         KnowledgePacket.from_bytes(save({"x": np.zeros(3)}))
-    blob = packet().to_bytes(compress=False).replace(b'"version":"2"', b'"version":"9"')
+    blob = packet().to_bytes(compress=False).replace(b'"version":"3"', b'"version":"9"')
     with pytest.raises(PacketError, match="version 9"):
         KnowledgePacket.from_bytes(blob)
 

@@ -35,20 +35,21 @@ def test_each_phase_has_a_reply_type_a_client_handler_and_a_flower_message_type(
 
 
 @pytest.mark.parametrize("kind, wire, problem", [
-    (ShareReply, {"private_loss": 1.0}, "no 'packet'"),
-    (ShareReply, {"packet": "text", "private_loss": 1.0}, "'packet' is str"),
-    (PrivateReply, {"private_loss": "0.5"}, "'private_loss' is str"),
-    (DistillReply, {"loss": 1.0, "selected.self": b"x"}, "'selected.self' is bytes"),
-    (DistillReply, {"selected.self": 1.0}, "no 'loss'"),
+    (ShareReply, {"compute_s": 1.0, "private_loss": 1.0}, "no 'packet'"),
+    (ShareReply, {"compute_s": 1.0, "packet": "text", "private_loss": 1.0}, "'packet' is str"),
+    (PrivateReply, {"compute_s": 1.0, "private_loss": "0.5"}, "'private_loss' is str"),
+    (DistillReply, {"compute_s": 1.0, "loss": 1.0, "selected.self": b"x"}, "'selected.self' is bytes"),
+    (DistillReply, {"compute_s": 1.0, "selected.self": 1.0}, "no 'loss'"),
     (PrivateReply, {"private_loss": 1.0, "compute_s": "fast"}, "'compute_s' is str"),
-    (EvaluateReply, {"eval.stem": 0.5}, "names no metric"),
-    (EvaluateReply, {"eval.stem.n": 3.0, "eval.stem.per_question": [1.0, 0.0]}, "scores 2 questions but says n=3"),
-    (EvaluateReply, {"eval.stem.n": 2.0, "eval.stem.per_question": [1.0, 7.0]}, "scores in \\[0, 1\\]"),
-    (EvaluateReply, {"eval.stem.n": 1.0, "eval.stem.per_question": 1.0}, "'eval.stem.per_question' is float"),
-    (EvaluateReply, {"eval.stem.n": 2.5, "eval.stem.acc": 1.0}, "not a count of questions"),
-    (EvaluateReply, {"eval.qa.n": 2.0, "eval.qa.answers": ["a"]}, "eval.qa answers 1 questions but says n=2"),
-    (EvaluateReply, {"eval.qa.n": 1.0, "eval.qa.answers": [3.0]}, "other than answers of at most"),
-    (EvaluateReply, {"eval.qa.n": 1.0, "eval.qa.answers": ["x" * 9000]}, "other than answers of at most 8192"),
+    (PrivateReply, {"private_loss": 1.0}, "no 'compute_s'"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem": 0.5}, "names no metric"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 3.0, "eval.stem.per_question": [1.0, 0.0]}, "scores 2 questions but says n=3"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 2.0, "eval.stem.per_question": [1.0, 7.0]}, "scores in \\[0, 1\\]"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 1.0, "eval.stem.per_question": 1.0}, "'eval.stem.per_question' is float"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 2.5, "eval.stem.acc": 1.0}, "not a count of questions"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.qa.n": 2.0, "eval.qa.answers": ["a"]}, "eval.qa answers 1 questions but says n=2"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.qa.n": 1.0, "eval.qa.answers": [3.0]}, "other than answers of at most"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.qa.n": 1.0, "eval.qa.answers": ["x" * 9000]}, "other than answers of at most 8192"),
     (PrivateReply, "not a record", "not a record"),
 ])
 def test_malformed_replies_are_refused_with_the_field_named(kind, wire, problem):
@@ -60,3 +61,46 @@ def test_a_request_carries_only_what_its_phase_needs():
     assert Request(3).to_wire() == {"round": 3}
     request = Request(2, packet=b"p", tokenizer="gemma3-270m")
     assert Request.from_wire(request.to_wire()) == request
+
+
+@pytest.mark.parametrize("kind, wire, problem", [
+    (PrivateReply, {"compute_s": float("inf"), "private_loss": 1.0}, "'compute_s' = inf is outside"),
+    (PrivateReply, {"compute_s": -1e6, "private_loss": 1.0}, "'compute_s' = -1000000.0 is outside"),
+    (PrivateReply, {"compute_s": 1.0, "private_loss": -2.0}, "'private_loss' = -2.0 is outside"),
+    (DistillReply, {"compute_s": 1.0, "loss": -5.0}, "'loss' = -5.0 is outside"),
+    (DistillReply, {"compute_s": 1.0, "loss": float("nan")}, "'loss' is NaN"),
+    (DistillReply, {"compute_s": 1.0, "loss": 1.0, "selected.self": 1e9}, "'selected.self' = 1000000000.0 is outside"),
+    (DistillReply, {"compute_s": 1.0, "loss": 1.0, "aligned.server": -0.1}, "'aligned.server' = -0.1 is outside"),
+    (DistillReply, {"compute_s": 1.0, "loss": 1.0, "selected.a\nb": 0.5}, "does not end in a party"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 2.0, "eval.stem.acc": 7.5}, "'eval.stem.acc' = 7.5 is outside"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 2.0, "eval.stem.acc": 0.5, "eval.stem.bogus": 0.5},
+     "no metric of that name"),
+    (EvaluateReply, {"compute_s": 1.0, "eval.stem.n": 2.0}, "lacks its count n or a primary metric"),
+])
+def test_numbers_out_of_range_are_refused_where_they_enter(kind, wire, problem):
+    with pytest.raises(ClientFailure, match=problem):
+        kind.from_wire(wire)
+
+
+def test_an_unmeasured_private_loss_crosses_as_nan():
+    import math
+
+    assert math.isnan(PrivateReply.from_wire(PrivateReply(0.5).to_wire()).private_loss)
+
+
+def test_a_reply_names_its_phase_and_one_for_another_phase_is_refused():
+    from fedmkt.federation.protocol import reply_from_wire, reply_to_wire
+
+    wire = reply_to_wire(Phase.PRIVATE, PrivateReply(0.5, 1.0))
+    assert reply_from_wire(Phase.PRIVATE, wire) == PrivateReply(0.5, 1.0)
+    with pytest.raises(ClientFailure, match="it answers 'train.private', not train.distill"):
+        reply_from_wire(Phase.DISTILL, {**wire, "loss": 1.0})
+
+
+def test_every_reply_field_declares_how_it_crosses():
+    from dataclasses import fields
+
+    from fedmkt.federation.protocol import WIRE
+
+    for kind in {*REPLIES.values()}:
+        assert all(WIRE in f.metadata for f in fields(kind)), kind

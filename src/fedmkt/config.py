@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from fedmkt.yaml_text import MAX_YAML_BYTES, YamlRefused, load_yaml
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending field."""
@@ -245,6 +247,8 @@ class FedMKTSpec(_Strict):
     private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
     kd_epochs: int = Field(1, ge=1)
     max_packet_bytes: int = Field(256 * 2**20, ge=1024, description="larger knowledge packets are refused")
+    max_decoded_bytes: int = Field(2**30, ge=1024, description="a knowledge packet whose header declares a larger "
+                                   "decoded size is refused before it is inflated")
     logprob_bits: Literal[8, 16] = Field(
         8, description="top-K log-probs on the wire: 8 = 1/16-nat steps below each position's top (results "
                        "within noise of 16, benchmarks/bench_bytes.py), 16 = float16")
@@ -349,9 +353,11 @@ def read_yaml_mapping(path: Path, what: str) -> dict | None:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
+        if path.stat().st_size > MAX_YAML_BYTES:  # before reading it: the file may be huge
+            raise YamlRefused(f"{path.stat().st_size} bytes, over the limit of {MAX_YAML_BYTES}")
+        data = load_yaml(path.read_text(encoding="utf-8-sig"))
+    except (YamlRefused, UnicodeDecodeError) as error:
+        raise ConfigError(f"{what} {path} is refused: {error}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must be a mapping at the top level, got {type(data).__name__}")
     return data
@@ -371,9 +377,9 @@ def set_field(data: dict, assignment: str) -> dict:
     if not sep or not path.strip():
         raise ConfigError(f"--set {assignment!r}: expected field.path=value")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {error}") from None
+        value = load_yaml(text)
+    except YamlRefused as error:
+        raise ConfigError(f"--set {assignment[:200]!r}: the value is refused: {error}") from None
     out = json.loads(json.dumps(data, default=str))  # a deep copy that leaves the caller's mapping alone
     node, parts = out, path.strip().split(".")
     for depth, part in enumerate(parts):

@@ -14,8 +14,14 @@ most 1/32 nat; `check` allows for it. The cross-entropies stay float32, so selec
 
 A packet comes from another party, so nothing in it is trusted: `from_bytes` turns any failure to
 decode into a PacketError, `validate` checks its internal consistency, and `check` holds it against
-what the receiver knows independently (the public set, each example's tokenization, top-K, and the
-labels, which bound the cross-entropy a sender may claim).
+what the receiver knows independently (the round and phase it was sent for, the public set, each
+example's tokenization, top-K, and the labels, which bound the cross-entropy a sender may claim).
+
+Decoding is bounded before it is done: the safetensors header is inflated first, the size the header
+declares is checked against `max_decoded` (`fedmkt.max_decoded_bytes`), and the rest is inflated with
+that size as a hard cap. Decoding a packet then holds at most about DECODE_PEAK_FACTOR times its
+decoded size (the decoded bytes, the arrays read from them, the float32 log-probs rebuilt from 8-bit
+codes), beside the xz decoder's own memory (XZ_DECODER_BYTES at the default preset).
 """
 
 from __future__ import annotations
@@ -28,14 +34,20 @@ import numpy as np
 from safetensors.numpy import load, save
 
 FORMAT = "fedmkt.knowledge"
-VERSION = 2
-READABLE = ("1", "2")  # version 1: float16 log-probs, no compression
+VERSION = 3
+READABLE = ("3",)  # 3: the round and phase a packet was sent for are in its header (1-2 lacked them)
 ARRAYS = ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")
 CODED = ("topk_top", "topk_steps")  # 8-bit form of topk_logprobs
 STEPS_PER_NAT = 16
 MAX_HEADER_BYTES = 1 << 20  # a header describes a few arrays; anything larger is not ours
 XZ_MAGIC = b"\xfd7zXZ\x00"
-MAX_EXPANSION = 64  # a packet decompresses to at most this many times its size (packets shrink ~2x)
+MAX_DECODED_BYTES = 1 << 30  # the default bound on a packet's decoded size (`fedmkt.max_decoded_bytes`)
+DECODE_PEAK_FACTOR = 8  # decoding holds at most this many times the decoded size (a test measures it)
+XZ_DECODER_BYTES = 10 << 20  # what the xz decoder itself holds (its dictionary: 8 MiB at preset 6)
+MAX_VOCAB = 2**31 - 1  # ids are int32 once decoded: a larger vocabulary could not be indexed
+LOGSUMEXP_SLACK = 1e-2  # a top-K is part of one distribution: its probabilities sum to <= 1, within rounding
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4,
+               "U64": 8, "I64": 8, "F64": 8}
 
 
 class PacketError(ValueError):
@@ -50,6 +62,8 @@ class Expected:
     labels: dict[int, np.ndarray]  # uid -> sender's token ids at its loss positions (what each predicts)
     top_k: int
     public_set: str = ""  # content hash of the receiver's public set ("" skips the check)
+    round: int | None = None  # the round and phase the receiver asked for (None skips the check)
+    phase: str | None = None
     ce_tolerance: float = 0.02  # fp16 log-probs: relative rounding ~1e-3, plus slack
 
 
@@ -67,6 +81,8 @@ class KnowledgePacket:
     topk_logprobs: np.ndarray  # float [P, K]
     public_set: str = ""  # content hash of the public set the sender computed it on
     logprob_error: float = 0.0  # how far rounding on the wire may have moved a log-prob (8 bits: 1/32 nat)
+    round: int = 0  # the round and phase it was sent for (to_bytes writes them, check compares): a replayed
+    phase: str = ""  # packet of another round or phase is refused
 
     @property
     def top_k(self) -> int:
@@ -94,8 +110,8 @@ class KnowledgePacket:
                            ("topk_logprobs", "f")):
             if arrays[name].dtype.kind not in kind:
                 fail(f"{name} has dtype {arrays[name].dtype}")
-        if not isinstance(self.vocab_size, int) or self.vocab_size < 1:
-            fail(f"vocab_size {self.vocab_size!r} is not a positive integer")
+        if not isinstance(self.vocab_size, int) or not 1 <= self.vocab_size <= MAX_VOCAB:
+            fail(f"vocab_size {self.vocab_size!r} is not an integer in [1, {MAX_VOCAB}]")
         n = len(self.example_ids)
         if self.ce.shape != (n,) or self.offsets.shape != (n + 1,):
             fail(f"inconsistent shapes: {n} examples, ce {self.ce.shape}, offsets {self.offsets.shape}")
@@ -111,8 +127,17 @@ class KnowledgePacket:
             fail("cross-entropy values must be finite and non-negative (found NaN, inf or negative)")
         if not np.all(np.isfinite(self.topk_logprobs)) or np.any(self.topk_logprobs > 1e-2):
             fail("top-K log-probabilities must be finite and <= 0 (found NaN, inf or positive)")
+        # Compared in the dtype they arrived in: a cast first could wrap 2**31 to a negative id.
         if self.topk_ids.size and (self.topk_ids.min() < 0 or self.topk_ids.max() >= self.vocab_size):
             fail(f"token ids outside the sender vocabulary [0, {self.vocab_size})")
+        if len(self.topk_logprobs):
+            logp = self.topk_logprobs.astype(np.float64)
+            top = logp.max(axis=1)
+            mass = top + np.log(np.exp(logp - top[:, None]).sum(axis=1))
+            worst = int(mass.argmax())
+            if mass[worst] > self.logprob_error + LOGSUMEXP_SLACK:
+                fail(f"position {worst}'s top-K probabilities sum to {float(np.exp(mass[worst])):.3f}, more than 1: "
+                     f"not part of a distribution")
         return self
 
     def check(self, expected: Expected) -> "KnowledgePacket":
@@ -122,6 +147,9 @@ class KnowledgePacket:
         def fail(why: str):
             raise PacketError(f"knowledge packet from '{self.sender}': {why}")
 
+        if expected.round is not None and (self.round, self.phase) != (expected.round, expected.phase):
+            fail(f"it was sent for round {self.round} ({self.phase or 'no phase'}), this is round {expected.round} "
+                 f"({expected.phase}): a packet is valid for the exchange it was made for only")
         if expected.public_set and self.public_set != expected.public_set:
             fail(f"public set mismatch: it was computed on public set {self.public_set or '(unnamed)'}, this party "
                  f"holds {expected.public_set}; every party must load the same data.public")
@@ -146,9 +174,13 @@ class KnowledgePacket:
                      f"log-probs put it at {bound:.4f} or more")
         return self
 
-    def to_bytes(self, logprob_bits: int = 8, compress: bool = True) -> bytes:
+    def to_bytes(self, logprob_bits: int = 8, compress: bool = True, round_no: int | None = None,
+                 phase: str | None = None) -> bytes:
+        """The wire form, bound to the exchange it is sent in (`round_no`, `phase`; the packet's own by default)."""
         meta = {"format": FORMAT, "version": str(VERSION), "sender": self.sender, "tokenizer": self.tokenizer,
-                "vocab_size": str(self.vocab_size), "public_set": self.public_set, "logprob_bits": str(logprob_bits)}
+                "vocab_size": str(self.vocab_size), "public_set": self.public_set, "logprob_bits": str(logprob_bits),
+                "round": str(self.round if round_no is None else round_no),
+                "phase": self.phase if phase is None else phase}
         arrays = {
             "example_ids": np.ascontiguousarray(self.example_ids, dtype=np.int64),
             "ce": np.ascontiguousarray(self.ce, dtype=np.float32),
@@ -166,48 +198,49 @@ class KnowledgePacket:
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) if compress else data
 
     @classmethod
-    def from_bytes(cls, data: bytes, max_bytes: int | None = None) -> "KnowledgePacket":
-        """Decode and validate; any failure, whatever its kind, is a PacketError naming what is wrong."""
+    def from_bytes(cls, data: bytes, max_bytes: int | None = None,
+                   max_decoded: int = MAX_DECODED_BYTES) -> "KnowledgePacket":
+        """Decode and validate; any failure, whatever its kind, is a PacketError naming what is wrong.
+        `max_bytes` bounds the bytes received, `max_decoded` what they may decode to (checked from the
+        header before the arrays are inflated)."""
         if not isinstance(data, (bytes, bytearray)):
             raise PacketError(f"knowledge packet is {type(data).__name__}, not bytes")
         if max_bytes is not None and len(data) > max_bytes:
             raise PacketError(f"knowledge packet of {len(data)} bytes exceeds the limit of {max_bytes}")
-        if bytes(data[:6]) == XZ_MAGIC:
-            data = _decompress(bytes(data))
+        data = _BoundedReader(bytes(data), max_decoded).decoded()
         try:
-            header_len = int.from_bytes(data[:8], "little")
-            if len(data) < 8 or header_len > min(MAX_HEADER_BYTES, len(data) - 8):
-                raise ValueError(f"header length {header_len} does not fit the {len(data)} bytes")
-            header = json.loads(data[8:8 + header_len])
-            if not isinstance(header, dict):
-                raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
+            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
             meta = header.get("__metadata__") or {}
             if not isinstance(meta, dict):
                 raise ValueError("header metadata is not an object")
-            arrays = load(bytes(data))
+            arrays = load(data)
         except Exception as error:  # safetensors, JSON, recursion, Unicode: the bytes are not a packet
             raise PacketError(f"knowledge packet is corrupted or not a packet: {type(error).__name__}: "
                               f"{str(error)[:200]}") from None
+        del data
         if meta.get("format") != FORMAT:
-            raise PacketError(f"not a knowledge packet (format {meta.get('format')!r})")
+            raise PacketError(f"not a knowledge packet (format {str(meta.get('format'))[:40]!r})")
         if meta.get("version") not in READABLE:
-            raise PacketError(f"knowledge packet version {meta.get('version')} is not supported (reads "
+            raise PacketError(f"knowledge packet version {str(meta.get('version'))[:40]} is not supported (reads "
                               f"{', '.join(READABLE)})")
         logprob_error = 0.0
         if "topk_logprobs" not in arrays and set(CODED) <= set(arrays):
-            arrays["topk_logprobs"], logprob_error = _from_steps(arrays["topk_top"], arrays["topk_steps"]), 0.5 / STEPS_PER_NAT
+            arrays["topk_logprobs"], logprob_error = _from_steps(arrays.pop("topk_top"), arrays.pop("topk_steps")), 0.5 / STEPS_PER_NAT
         missing = set(ARRAYS) - set(arrays)
         if missing:
             raise PacketError(f"knowledge packet lacks {sorted(missing)}")
-        try:
-            vocab_size = int(meta.get("vocab_size", ""))
-        except ValueError:
-            raise PacketError(f"knowledge packet has no valid vocab_size ({meta.get('vocab_size')!r})") from None
+        numbers = {}
+        for key in ("vocab_size", "round"):
+            try:
+                numbers[key] = int(str(meta.get(key, ""))[:20])
+            except ValueError:
+                raise PacketError(f"knowledge packet has no valid {key} ({str(meta.get(key))[:40]!r})") from None
         packet = cls(sender=str(meta.get("sender", "?")), tokenizer=str(meta.get("tokenizer", "")),
-                     vocab_size=vocab_size, public_set=str(meta.get("public_set", "")), logprob_error=logprob_error,
+                     vocab_size=numbers["vocab_size"], public_set=str(meta.get("public_set", "")),
+                     logprob_error=logprob_error, round=numbers["round"], phase=str(meta.get("phase", "")),
                      **{k: arrays[k] for k in ARRAYS})
         packet.validate()
-        packet.topk_ids = packet.topk_ids.astype(np.int32)
+        packet.topk_ids = packet.topk_ids.astype(np.int32)  # safe: validate bounds them by vocab_size <= MAX_VOCAB
         return packet
 
 
@@ -226,19 +259,95 @@ def _from_steps(top: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         raise PacketError(f"knowledge packet has malformed 8-bit log-probs (top {top.shape}, steps "
                           f"{deltas.shape} {deltas.dtype})")
     steps = np.cumsum(deltas, axis=1, dtype=np.uint8)  # wraps as the encoder did
-    return top.astype(np.float32)[:, None] - steps.astype(np.float32) / STEPS_PER_NAT
-
-
-def _decompress(data: bytes) -> bytes:
-    limit = MAX_EXPANSION * len(data) + (1 << 20)
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        out = decompressor.decompress(data, max_length=limit)
-    except lzma.LZMAError as error:
-        raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
-    if not decompressor.eof:
-        raise PacketError(f"knowledge packet is corrupted or not a packet: its xz stream is truncated or expands "
-                          f"past {limit} bytes")
-    if decompressor.unused_data:
-        raise PacketError("knowledge packet is corrupted or not a packet: bytes after its xz stream")
+    del deltas
+    out = steps.astype(np.float32)  # in place from here: one float32 array, not three
+    del steps
+    out *= -1.0 / STEPS_PER_NAT
+    out += top.astype(np.float32)[:, None]
     return out
+
+
+class _BoundedReader:
+    """A packet's bytes, inflated (if xz) only as far as its safetensors header allows: first the 8-byte
+    length and the header, then exactly the size the header declares, refused above `max_decoded`."""
+
+    def __init__(self, data: bytes, max_decoded: int):
+        self.data, self.max_decoded = data, max_decoded
+        self.xz = lzma.LZMADecompressor(format=lzma.FORMAT_XZ) if data[:6] == XZ_MAGIC else None
+        self.fed = False
+        self.position = 0  # bytes read so far, of the decoded stream
+
+    def _take(self, n: int) -> bytes:
+        if self.xz is None:
+            out = self.data[self.position:self.position + n]
+        else:
+            parts, got = [], 0
+            try:
+                while got < n and not self.xz.eof:
+                    chunk = self.xz.decompress(b"" if self.fed else self.data, max_length=n - got)
+                    self.fed = True
+                    if not chunk and self.xz.needs_input:
+                        break
+                    parts.append(chunk)
+                    got += len(chunk)
+            except lzma.LZMAError as error:
+                raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
+            out = b"".join(parts)
+        self.position += len(out)
+        if len(out) < n:
+            raise PacketError(f"knowledge packet is corrupted or not a packet: it ends after {self.position} "
+                              f"decoded bytes, its header says {n - len(out)} more")
+        return out
+
+    def decoded(self) -> bytes:
+        head = self._take(8)
+        header_len = int.from_bytes(head, "little")
+        if header_len > MAX_HEADER_BYTES:
+            raise PacketError(f"knowledge packet is corrupted or not a packet: header length {header_len} exceeds "
+                              f"{MAX_HEADER_BYTES}")
+        header = self._take(header_len)
+        body = _declared_body(header)
+        total = 8 + header_len + body
+        if total > self.max_decoded:
+            raise PacketError(f"knowledge packet declares {total} decoded bytes, over the limit of {self.max_decoded} "
+                              f"(fedmkt.max_decoded_bytes)")
+        out = head + header + self._take(body)
+        if self.xz is None:
+            if len(self.data) != total:
+                raise PacketError(f"knowledge packet is corrupted or not a packet: {len(self.data)} bytes, its "
+                                  f"header declares {total}")
+        else:
+            try:
+                extra = self.xz.decompress(b"", max_length=1) if not self.xz.eof else b""
+            except lzma.LZMAError as error:
+                raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
+            if extra or not self.xz.eof:
+                raise PacketError("knowledge packet is corrupted or not a packet: its xz stream holds more than its "
+                                  "header declares, or is truncated")
+            if self.xz.unused_data:
+                raise PacketError("knowledge packet is corrupted or not a packet: bytes after its xz stream")
+        return out
+
+
+def _declared_body(header: bytes) -> int:
+    """The size of the data after a safetensors header, from the header's dtypes and shapes."""
+    try:
+        parsed = json.loads(header)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"header is a JSON {type(parsed).__name__}, not an object")
+        end = 0
+        for name, info in parsed.items():
+            if name == "__metadata__":
+                continue
+            if not isinstance(info, dict) or info.get("dtype") not in DTYPE_BYTES:
+                raise ValueError(f"array {name[:40]!r} has no known dtype")
+            shape, (begin, stop) = info["shape"], info["data_offsets"]
+            if not all(isinstance(v, int) and v >= 0 for v in (*shape, begin, stop)):
+                raise ValueError(f"array {name[:40]!r} has a malformed shape or offsets")
+            if stop - begin != DTYPE_BYTES[info["dtype"]] * int(np.prod(shape, dtype=object)):
+                raise ValueError(f"array {name[:40]!r}: its offsets do not hold its shape")
+            end = max(end, stop)
+        return end
+    except Exception as error:  # JSON, recursion, missing keys, unpacking: not a packet's header
+        raise PacketError(f"knowledge packet is corrupted or not a packet: {type(error).__name__}: "
+                          f"{str(error)[:200]}") from None

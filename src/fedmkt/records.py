@@ -13,6 +13,23 @@ from dataclasses import dataclass, field
 PER_QUESTION = "per_question"  # a domain's score of each question, in the set's order (paired comparisons)
 ANSWERS = "answers"  # a free-text domain's generated answers, in the set's order: written to the run folder's
 # answers/ (federation/store.py), never into metrics.json
+MAX_TEXT_CHARS = 200  # a name or a drop reason in a record: what a reader needs, whatever a peer sent
+
+
+def bounded_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """Text from outside (a sender's name, an error about its packet) as one line of at most `limit`
+    characters: control characters (newlines included) escaped, the rest cut and counted."""
+    text = str(value)
+    if len(text) > 4 * limit:  # escaping the whole of a 600 KB name would cost for nothing
+        text = text[:4 * limit]
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    whole = len(str(value))
+    return text if len(text) <= limit and whole <= 4 * limit else f"{text[:limit]}... ({whole} characters)"
+
+
+def shown(value: object) -> str:
+    """A quoted, bounded rendering of a name a peer chose."""
+    return f"'{bounded_text(value, 64)}'"
 
 
 @dataclass

@@ -9,9 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
-from fedmkt.config import GridSpec
+from fedmkt.config import GridSpec, read_yaml_mapping
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
 from fedmkt.files import round_numbers
 from fedmkt.plots import plot_scores, plot_selection
@@ -55,7 +54,7 @@ class GridCell:
 
 def _load_grid(grid_dir: Path, grid: GridSpec | None = None) -> GridSpec | None:
     if grid is None and (grid_dir / "grid.yaml").is_file():
-        grid = GridSpec.model_validate(yaml.safe_load((grid_dir / "grid.yaml").read_text()))
+        grid = GridSpec.model_validate(read_yaml_mapping(grid_dir / "grid.yaml", "grid") or {})
     return grid
 
 

@@ -32,16 +32,27 @@ class SenderKnowledge:
     alignments: dict[int, np.ndarray]  # uid -> [receiver loss positions] sender row within the example, or -1
 
 
+class SenderFailure(ValueError):
+    """One sender's knowledge could not be used (whatever raised while reading it): that sender alone is to blame."""
+
+    def __init__(self, sender: str, error: Exception):
+        super().__init__(f"its knowledge could not be used: {type(error).__name__}: {error}")
+        self.sender = sender
+
+
 def gather_ce(uids: list[int], own: KnowledgePacket, senders: list[SenderKnowledge]) -> tuple[np.ndarray, np.ndarray]:
     """Step (4) input: the receiver's CE per example [N], and each sender's [C, N] (inf where it sent nothing)."""
     own_row = own.index()
     own_ce = np.array([own.ce[own_row[u]] for u in uids], dtype=np.float64)
     peer_ce = np.full((len(senders), len(uids)), np.inf)
     for c, sender in enumerate(senders):
-        rows = sender.packet.index()
-        for n, u in enumerate(uids):
-            if u in rows:
-                peer_ce[c, n] = sender.packet.ce[rows[u]]
+        try:
+            rows = sender.packet.index()
+            for n, u in enumerate(uids):
+                if u in rows:
+                    peer_ce[c, n] = sender.packet.ce[rows[u]]
+        except Exception as error:
+            raise SenderFailure(sender.packet.sender, error) from error
     return own_ce, peer_ce
 
 
@@ -95,8 +106,11 @@ def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, se
         for c, sender in enumerate(senders):
             if weights[1 + c, n] <= 0:
                 continue
-            parts.append(reindex(sender.packet, sender_rows[c][u], sender.alignments[u], sender.vmap,
-                                 labels[u]).scaled(weights[1 + c, n]))
+            try:
+                parts.append(reindex(sender.packet, sender_rows[c][u], sender.alignments[u], sender.vmap,
+                                     labels[u]).scaled(weights[1 + c, n]))
+            except Exception as error:  # a packet that passed its checks and still breaks: its sender's fault
+                raise SenderFailure(sender.packet.sender, error) from error
         targets[u] = SoftTargets.concat(parts)
     return targets
 

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from fedmkt.evaluation import mean_kinds, primary_metric
-from fedmkt.records import Evaluation, RunMetrics
+from fedmkt.records import Evaluation, RunMetrics, bounded_text
 from fedmkt.stats import KINDS, compare_scores
+
+
+MARKDOWN_ACTIVE = set("\\`*_[]<>|")  # what could end a table cell, open a link or tag, or start emphasis
+
+
+def markdown_cell(text: object) -> str:
+    """Text from outside as one table cell: bounded to a line, markdown's active characters escaped."""
+    line = bounded_text(text)
+    return "".join("\\" + ch if ch in MARKDOWN_ACTIVE else ch for ch in line)
 
 
 def domain_cell(result: dict) -> str:
@@ -124,5 +133,5 @@ def summary_markdown(metrics: RunMetrics) -> str:
     dropped = [(r.round, who, why) for r in metrics.rounds for who, why in r.dropped.items()]
     if dropped:
         lines += ["## dropped clients", "", "| round | client | reason |", "|---|---|---|"]
-        lines += [f"| {r} | {who} | {why} |" for r, who, why in dropped] + [""]
+        lines += [f"| {r} | {markdown_cell(who)} | {markdown_cell(why)} |" for r, who, why in dropped] + [""]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from fedmkt.data.questions import Question
 from fedmkt.files import atomic_folder, atomic_write_json, child
 from fedmkt.federation.protocol import (OWN, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
-                                        adapter_to_bytes)
+                                        adapter_to_bytes, reply_to_wire)
 from fedmkt.federation.roles import ClientParty, Peer
 from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
@@ -110,7 +110,7 @@ class ClientRuntime:
         before = self.party.clock.seconds
         reply = self.serve(phase, Request.from_wire(payload))
         reply.compute_s = self.party.clock.seconds - before
-        return reply.to_wire()
+        return reply_to_wire(phase, reply)
 
     def serve(self, phase: Phase, request: Request) -> Reply:
         party = self.party
@@ -126,7 +126,9 @@ class ClientRuntime:
         party = self.party
         loss = party.train_private()
         self._persist(request.round, Phase.SHARE, snapshot=False)
-        return ShareReply(packet=party.share_knowledge().to_bytes(party.fedmkt.logprob_bits), private_loss=float(loss))
+        packet = party.share_knowledge().to_bytes(party.fedmkt.logprob_bits, round_no=request.round,
+                                                  phase=Phase.SHARE.value)
+        return ShareReply(packet=packet, private_loss=float(loss))
 
     def _private(self, request: Request) -> PrivateReply:
         loss = self.party.train_private()
@@ -135,8 +137,11 @@ class ClientRuntime:
 
     def _distill(self, request: Request) -> DistillReply:  # step (7)
         party = self.party
-        packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes)
-        stats = party.absorb([party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))))])
+        packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes,
+                                            max_decoded=party.fedmkt.max_decoded_bytes)
+        knowledge = party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))), request.round,
+                                  Phase.DISTILL.value)
+        stats = party.absorb([knowledge])
         self._persist(request.round, Phase.DISTILL, snapshot=True)
         return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
 

@@ -17,8 +17,8 @@ from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.evaluation import mean_kinds, summarize
 from fedmkt.stats import KINDS
-from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for
-from fedmkt.federation.protocol import OWN, EvaluateReply, Phase, Request
+from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for, record_drop
+from fedmkt.federation.protocol import OWN, ClientFailure, EvaluateReply, Phase, Request
 from fedmkt.federation.roles import Party
 from fedmkt.federation.store import RunStore, take_answers, write_answers
 from fedmkt.models import peer_tokenizer
@@ -48,8 +48,9 @@ class Coordinator:
             self.server.sender_view(peer_tokenizer(client.model.source))
 
     # -- evaluation ------------------------------------------------------------------------------
-    def evaluate(self, round_no: int, parties: set[str] | None = None) -> Evaluation:
-        """Scores of the parties a method trains (every party at round 0), on every evaluation set."""
+    def evaluate(self, round_no: int, parties: set[str] | None = None, dropped: dict[str, str] | None = None) -> Evaluation:
+        """Scores of the parties a method trains (every party at round 0), on every evaluation set. A client
+        whose reply scores other sets, or other numbers of questions, than asked is dropped (into `dropped`)."""
         server = self.method.trains_server if round_no else True
         clients = self.method.trained_clients if round_no else self.clients
         if parties is not None:
@@ -58,15 +59,30 @@ class Coordinator:
         if server:
             out["server"] = self._scores(round_no, "server",
                                          {d: self.server.evaluate(qs) for d, qs in self.split.evaluation.items()})
-        replies = call_clients(self.transport, Phase.EVALUATE, {n: Request(round_no) for n in clients}, {},
+        dropped = {} if dropped is None else dropped
+        replies = call_clients(self.transport, Phase.EVALUATE, {n: Request(round_no) for n in clients}, dropped,
                                self.reporter, self.server.public_hash)
         for name in clients:
             reply = replies.get(name)
             if isinstance(reply, EvaluateReply):
                 scores = dict(reply.scores)
                 own = scores.pop(OWN, None)
+                try:
+                    self._check_answered(scores)
+                except ClientFailure as failure:
+                    record_drop(dropped, self.reporter, name, Phase.EVALUATE, str(failure))
+                    continue
                 out[name] = self._scores(round_no, name, scores, own)
         return out
+
+    def _check_answered(self, scores: dict[str, dict]) -> None:
+        """An evaluation reply must score every set asked, and each on all of its questions."""
+        asked = self.split.evaluation
+        if set(scores) != set(asked):
+            raise ClientFailure(f"it scored sets {sorted(scores)[:8]}, the server asked for {sorted(asked)}")
+        for domain, result in scores.items():
+            if result["n"] != len(asked[domain]):
+                raise ClientFailure(f"eval.{domain}: it scored {result['n']} questions, the set has {len(asked[domain])}")
 
     def _scores(self, round_no: int, party: str, results: dict[str, dict], own: dict | None = None):
         """A party's summarized scores; its generated answers go to the run folder's answers/, not metrics.json."""
@@ -169,7 +185,7 @@ class Coordinator:
             self.last_train_s = time.perf_counter() - round_started
             if self._evaluates(round_no):
                 evaluation_started = time.perf_counter()
-                record.evaluation = self.evaluate(round_no)
+                record.evaluation = self.evaluate(round_no, dropped=record.dropped)
                 self.last_eval_s = time.perf_counter() - evaluation_started
             took = time.perf_counter() - round_started
             parts = f"training {self.last_train_s:.0f}s" + (f", evaluation {took - self.last_train_s:.0f}s"

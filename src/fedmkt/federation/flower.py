@@ -46,13 +46,13 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from pydantic import ValidationError
 
 from fedmkt.config import RunConfig, SetSpec, load_config, parse_config
+from fedmkt.yaml_text import YamlRefused, load_yaml
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import RESIDENT_ENV, ClientFailure, Phase
@@ -304,7 +304,7 @@ def node_set(node: dict, kind: str) -> SetSpec | None:
     key = f"{kind}-data"
     try:
         if text.startswith("{"):
-            spec = yaml.safe_load(text)
+            spec = load_yaml(text)
         else:
             source = {"source": text}
             for option in _SET_OPTIONS:
@@ -314,7 +314,7 @@ def node_set(node: dict, kind: str) -> SetSpec | None:
                     source[option] = json.loads(str(value)) if option == "columns" else value
             spec = source
         return SetSpec.model_validate(spec)
-    except (yaml.YAMLError, json.JSONDecodeError, ValidationError) as error:
+    except (YamlRefused, json.JSONDecodeError, ValidationError) as error:
         raise ValueError(f"node config {key}: {error}".replace("\n", "; ")[:600]) from None
 
 

@@ -14,13 +14,14 @@ from typing import Protocol
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
-from fedmkt.federation.protocol import REPLIES, ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes
+from fedmkt.federation.protocol import (ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes,
+                                        reply_from_wire)
 from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import Reporter
-from fedmkt.selection import SenderKnowledge
-from fedmkt.records import RoundRecord, Timing, WireBytes
+from fedmkt.selection import SenderFailure, SenderKnowledge
+from fedmkt.records import RoundRecord, Timing, WireBytes, bounded_text, shown
 
 
 class Transport(Protocol):
@@ -36,17 +37,24 @@ def call_clients(transport: Transport, phase: Phase, requests: dict[str, Request
     for request in requests.values():
         request.public_set = public_set
     wire = transport.call(phase, {name: request.to_wire() for name, request in requests.items()})
+    for name in set(wire) - set(requests):
+        reporter.message(f"a reply from {shown(name)}, which was not asked, is ignored", "warning")
     replies = {}
     for name in requests:
         try:
             reply = wire.get(name, ClientFailure("no reply"))
             if isinstance(reply, ClientFailure):
                 raise reply
-            replies[name] = REPLIES[phase].from_wire(reply)
+            replies[name] = reply_from_wire(phase, reply)
         except ClientFailure as failure:
-            dropped[name] = f"{phase.value}: {failure}"
-            reporter.message(f"client {name} dropped from this round ({phase.value}: {failure})", "warning")
+            record_drop(dropped, reporter, name, phase, str(failure))
     return replies
+
+
+def record_drop(dropped: dict[str, str], reporter: Reporter, name: str, phase: Phase, reason: str) -> None:
+    """A client's drop, its reason bounded to one short line (whatever a hostile client made it say)."""
+    dropped[name] = bounded_text(f"{phase.value}: {reason}")
+    reporter.message(f"client {name} dropped from this round ({dropped[name]})", "warning")
 
 
 class RoundContext:
@@ -82,8 +90,7 @@ class RoundContext:
         return self.call(phase, {n: Request(self.number) for n in names})
 
     def drop(self, name: str, phase: Phase, reason: str) -> None:
-        self.record.dropped[name] = f"{phase.value}: {reason}"
-        self.reporter.message(f"client {name} dropped from this round ({reason})", "warning")
+        record_drop(self.record.dropped, self.reporter, name, phase, reason)
 
     def timing(self, server_compute_s: float) -> Timing:
         """Round wall time against all parties' model compute; in-process clients run one after another,
@@ -153,10 +160,12 @@ class FedMKT(Method):
         senders, up = [], 0
         for name, reply in rnd.ask(Phase.SHARE, self.clients).items():
             try:
-                packet = KnowledgePacket.from_bytes(reply.packet, max_bytes=self.config.fedmkt.max_packet_bytes)
+                packet = KnowledgePacket.from_bytes(reply.packet, max_bytes=self.config.fedmkt.max_packet_bytes,
+                                                    max_decoded=self.config.fedmkt.max_decoded_bytes)
                 if packet.sender != name:
-                    raise PacketError(f"packet from client '{name}' claims to come from '{packet.sender}'")
-                senders.append(self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name]))))
+                    raise PacketError(f"packet from client '{name}' claims to come from {shown(packet.sender)}")
+                senders.append(self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name])),
+                                                   rnd.number, Phase.SHARE.value))
                 up += len(reply.packet)
                 rnd.record.private_loss[name] = reply.private_loss
             except PacketError as error:
@@ -169,15 +178,22 @@ class FedMKT(Method):
         record = rnd.record
         if self.config.fedmkt.llm_training:
             peers, up = self._received(rnd)
-            if peers:  # steps (4)-(5)
-                stats = self.server.absorb(peers)
+            stats = None
+            while peers and stats is None:  # steps (4)-(5); a sender whose knowledge breaks them is dropped
+                try:
+                    stats = self.server.absorb(peers)
+                except SenderFailure as failure:
+                    rnd.drop(failure.sender, Phase.SHARE, str(failure))
+                    peers = [p for p in peers if p.packet.sender != failure.sender]
+            if stats is not None:
                 record.kd_loss["server"], record.selection["server"] = stats.loss, stats.selected
                 record.aligned_fraction["server"] = stats.aligned_fraction
             live = [p.packet.sender for p in peers]
         else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
             peers, up = [], 0
             live = fine_tune_privately(rnd, self.clients)
-        down = self.server.share_knowledge().to_bytes(self.config.fedmkt.logprob_bits)  # step (6)
+        down = self.server.share_knowledge().to_bytes(self.config.fedmkt.logprob_bits, round_no=rnd.number,
+                                                      phase=Phase.DISTILL.value)  # step (6)
         distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
                                              for n in live})
         for name, reply in distilled.items():  # step (7) happened on each client

@@ -3,12 +3,15 @@
 Each phase's value is also its Flower message type ("<category>.<action>"), so the Flower apps map
 phases to messages here, in one place. Requests and replies cross as flat dicts of str / int / float
 / bytes (what a Flower ConfigRecord carries; the local runner sends the same dicts); `to_wire` and
-`from_wire` are the only code that knows that layout, and `from_wire` checks every field a reply must
-hold, so a malformed reply fails in one place, as a `ClientFailure` that drops its sender.
+`from_wire` are the only code that knows that layout. Each reply field declares its wire kind (Number,
+Blob, Fractions, Scores), which writes it and checks its value where it enters (finite, in range, names
+that are names), and every reply names the phase it answers, so a malformed reply fails in one place,
+as a `ClientFailure` that drops its sender.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from enum import Enum
 
@@ -71,152 +74,226 @@ class Request:
                    public_set=None if data.get("public_set") is None else str(data["public_set"]))
 
 
-def _field(data: dict, key: str, kind: type):
+# -- replies: each field says how it crosses and what values it may hold --------------------------------
+WIRE = "wire"  # a reply field's metadata key: its WireKind
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")  # config.NAME_PATTERN's
+MAX_NAME_CHARS = 64
+SCORE_METRICS = ("acc", "acc_norm", "rougeL", "exact_match", "ended")  # each a share of questions, in [0, 1]
+PRIMARY_METRICS = ("acc", "rougeL")  # every domain's result holds one of these
+MAX_ANSWER_CHARS = 8192  # far above what evaluation generates (48 new tokens): a longer one is not an answer
+
+
+def _refuse(why: str) -> ClientFailure:
+    return ClientFailure(f"malformed reply: {why}")
+
+
+def _key(key: str) -> str:
+    return f"'{key[:80]}'" + ("..." if len(key) > 80 else "")
+
+
+def _number(data: dict, key: str, low: float, high: float, nan_ok: bool) -> float:
     if key not in data:
-        raise ClientFailure(f"malformed reply: no '{key}'")
+        raise _refuse(f"no {_key(key)}")
     value = data[key]
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind):
-        raise ClientFailure(f"malformed reply: '{key}' is {type(value).__name__}, not {kind.__name__}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _refuse(f"{_key(key)} is {type(value).__name__}, not a number")
+    value = float(value)
+    if value != value:
+        if nan_ok:
+            return value
+        raise _refuse(f"{_key(key)} is NaN")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _refuse(f"{_key(key)} = {value} is outside [{low}, {high}] (finite)")
     return value
 
 
-def _prefixed(data: dict, prefix: str) -> dict[str, float]:
-    return {k[len(prefix) + 1:]: _field(data, k, float) for k in data if k.startswith(prefix + ".")}
+def _name(key: str, name: str) -> str:
+    if not name or len(name) > MAX_NAME_CHARS or not set(name) <= NAME_CHARS:
+        raise _refuse(f"{_key(key)} does not end in a party or set name")
+    return name
+
+
+@dataclass(frozen=True)
+class Number:
+    """A float in [low, high]; NaN where it may be unmeasured (a loss with nothing to train on)."""
+
+    low: float = 0.0
+    high: float = math.inf
+    nan_ok: bool = False
+
+    def dump(self, name: str, value) -> dict:
+        return {name: float(value)}
+
+    def load(self, name: str, data: dict) -> float:
+        return _number(data, name, self.low, self.high, self.nan_ok)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes (a knowledge packet, an adapter), checked by whoever decodes them."""
+
+    def dump(self, name: str, value) -> dict:
+        return {name: value}
+
+    def load(self, name: str, data: dict) -> bytes:
+        if name not in data:
+            raise _refuse(f"no {_key(name)}")
+        if not isinstance(data[name], bytes):
+            raise _refuse(f"{_key(name)} is {type(data[name]).__name__}, not bytes")
+        return data[name]
+
+
+@dataclass(frozen=True)
+class Fractions:
+    """{name: fraction in [0, 1]} as `<field>.<name>` keys (name: a party, or "self")."""
+
+    def dump(self, name: str, value: dict) -> dict:
+        return {f"{name}.{k}": float(v) for k, v in value.items()}
+
+    def load(self, name: str, data: dict) -> dict[str, float]:
+        prefix = name + "."
+        return {_name(k, k[len(prefix):]): _number(data, k, 0.0, 1.0, False) for k in data if k.startswith(prefix)}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """{domain: {metric: value}} as `eval.<domain>.<metric>` keys: shares in [0, 1], a count `n`, and per
+    question lists (PER_QUESTION: scores in [0, 1]; ANSWERS: texts) of n items. Which domains must be there
+    is the coordinator's to check: it knows what it asked."""
+
+    def dump(self, name: str, value: dict) -> dict:
+        def wire(metric: str, result):
+            if metric == ANSWERS:
+                return [str(v) for v in result]
+            return [float(v) for v in result] if metric == PER_QUESTION else float(result)
+
+        return {f"eval.{domain}.{metric}": wire(metric, result)
+                for domain, results in value.items() for metric, result in results.items()}
+
+    def load(self, name: str, data: dict) -> dict[str, dict]:
+        scores: dict[str, dict] = {}
+        for key in [k for k in data if k.startswith("eval.")]:
+            domain, dot, metric = key[len("eval."):].rpartition(".")
+            if not dot:
+                raise _refuse(f"evaluation key {_key(key)} names no metric")
+            if metric == ANSWERS:
+                value = _answers(data, key)
+            elif metric == PER_QUESTION:
+                value = _per_question(data, key)
+            elif metric == "n":  # a count (wire numbers are floats): an int again, as the server's own results
+                value = _number(data, key, 0.0, 2.0**31, False)
+                if value != int(value):
+                    raise _refuse(f"{_key(key)} = {value} is not a count of questions")
+                value = int(value)
+            elif metric in SCORE_METRICS:
+                value = _number(data, key, 0.0, 1.0, False)
+            else:
+                raise _refuse(f"{_key(key)}: no metric of that name ({', '.join(SCORE_METRICS)}, n, "
+                              f"{PER_QUESTION}, {ANSWERS})")
+            scores.setdefault(domain, {})[metric] = value
+        for domain, result in scores.items():
+            for listed, verb in ((PER_QUESTION, "scores"), (ANSWERS, "answers")):
+                if listed in result and len(result[listed]) != result.get("n"):
+                    raise _refuse(f"eval.{domain} {verb} {len(result[listed])} questions but says n={result.get('n')}")
+            if "n" not in result or not any(m in result for m in PRIMARY_METRICS):
+                raise _refuse(f"eval.{domain} lacks its count n or a primary metric ({' or '.join(PRIMARY_METRICS)})")
+        return scores
+
+
+def wire_field(kind, default=None, default_factory=None):
+    """A reply field and how it crosses: to_wire and from_wire go through every field's kind, so a field
+    added without one fails at once (KeyError 'wire'), never crossing unchecked."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={WIRE: kind})
+    return field(default=default, metadata={WIRE: kind})
 
 
 @dataclass
 class Reply:
     """Every reply says how long the client's model computed for it."""
 
-    compute_s: float = 0.0
-
-    def _wire(self) -> dict:
-        return {}
+    compute_s: float = wire_field(Number(), 0.0)
 
     def to_wire(self) -> dict:
-        return {**self._wire(), "compute_s": float(self.compute_s)}
-
-    @classmethod
-    def _parse(cls, data: dict, compute_s: float) -> "Reply":
-        return cls(compute_s=compute_s)
+        out: dict = {}
+        for f in fields(self):
+            out.update(f.metadata[WIRE].dump(f.name, getattr(self, f.name)))
+        return out
 
     @classmethod
     def from_wire(cls, data: dict) -> "Reply":
         if not isinstance(data, dict):
-            raise ClientFailure(f"malformed reply: {type(data).__name__}, not a record")
-        return cls._parse(data, _field(data, "compute_s", float) if "compute_s" in data else 0.0)
+            raise _refuse(f"{type(data).__name__}, not a record")
+        return cls(**{f.name: f.metadata[WIRE].load(f.name, data) for f in fields(cls)})
+
+
+LOSS = Number(nan_ok=True)  # NaN: nothing was trained (no private data)
 
 
 @dataclass
 class ShareReply(Reply):
-    packet: bytes = b""
-    private_loss: float = float("nan")
-
-    def _wire(self) -> dict:
-        return {"packet": self.packet, "private_loss": float(self.private_loss)}
-
-    @classmethod
-    def _parse(cls, data, compute_s):
-        return cls(compute_s, _field(data, "packet", bytes), _field(data, "private_loss", float))
+    packet: bytes = wire_field(Blob(), b"")
+    private_loss: float = wire_field(LOSS, float("nan"))
 
 
 @dataclass
 class PrivateReply(Reply):
-    private_loss: float = float("nan")
-
-    def _wire(self) -> dict:
-        return {"private_loss": float(self.private_loss)}
-
-    @classmethod
-    def _parse(cls, data, compute_s):
-        return cls(compute_s, _field(data, "private_loss", float))
+    private_loss: float = wire_field(LOSS, float("nan"))
 
 
 @dataclass
 class DistillReply(Reply):
-    loss: float = float("nan")
-    selected: dict[str, float] = field(default_factory=dict)  # source -> fraction of public examples
-    aligned: dict[str, float] = field(default_factory=dict)  # sender -> fraction of positions aligned
-
-    def _wire(self) -> dict:
-        return {"loss": float(self.loss), **{f"selected.{k}": float(v) for k, v in self.selected.items()},
-                **{f"aligned.{k}": float(v) for k, v in self.aligned.items()}}
-
-    @classmethod
-    def _parse(cls, data, compute_s):
-        return cls(compute_s, _field(data, "loss", float), _prefixed(data, "selected"), _prefixed(data, "aligned"))
+    loss: float = wire_field(Number(), float("nan"))  # a client always distills on the public set: never NaN
+    selected: dict[str, float] = wire_field(Fractions(), default_factory=dict)  # source -> share of public examples
+    aligned: dict[str, float] = wire_field(Fractions(), default_factory=dict)  # sender -> share of positions aligned
 
 
 @dataclass
 class EvaluateReply(Reply):
-    scores: dict[str, dict] = field(default_factory=dict)  # domain -> metric -> value (PER_QUESTION: a list of
-    # scores, ANSWERS: of generated answers)
-
-    def _wire(self) -> dict:
-        def wire(metric: str, value):
-            if metric == ANSWERS:
-                return [str(v) for v in value]
-            return [float(v) for v in value] if metric == PER_QUESTION else float(value)
-
-        return {f"eval.{domain}.{metric}": wire(metric, value)
-                for domain, result in self.scores.items() for metric, value in result.items()}
-
-    @classmethod
-    def _parse(cls, data, compute_s):
-        scores: dict[str, dict] = {}
-        for key in [k for k in data if k.startswith("eval.")]:
-            domain, dot, metric = key[len("eval."):].rpartition(".")
-            if not dot:
-                raise ClientFailure(f"malformed reply: evaluation key '{key}' names no metric")
-            if metric == ANSWERS:
-                value = _answers(data, key)
-            else:
-                value = _per_question(data, key) if metric == PER_QUESTION else _field(data, key, float)
-            if metric == "n":  # a count (wire numbers are floats): an int again, as the server's own results
-                if value != int(value) or value < 0:
-                    raise ClientFailure(f"malformed reply: '{key}' = {value} is not a count of questions")
-                value = int(value)
-            scores.setdefault(domain, {})[metric] = value
-        for domain, result in scores.items():
-            for listed, verb in ((PER_QUESTION, "scores"), (ANSWERS, "answers")):
-                if listed in result and len(result[listed]) != result.get("n"):
-                    raise ClientFailure(f"malformed reply: eval.{domain} {verb} {len(result[listed])} questions "
-                                        f"but says n={result.get('n')}")
-        return cls(compute_s, scores)
+    scores: dict[str, dict] = wire_field(Scores(), default_factory=dict)  # domain -> metric -> value (PER_QUESTION:
+    # a list of scores, ANSWERS: of generated answers)
 
 
-MAX_ANSWER_CHARS = 8192  # far above what evaluation generates (48 new tokens): a longer one is not an answer
+def _listed(data: dict, key: str) -> list:
+    if not isinstance(data[key], list):
+        raise _refuse(f"{_key(key)} is {type(data[key]).__name__}, not a list")
+    return data[key]
 
 
 def _answers(data: dict, key: str) -> list[str]:
-    value = _field(data, key, list)
+    value = _listed(data, key)
     if not all(isinstance(v, str) and len(v) <= MAX_ANSWER_CHARS for v in value):
-        raise ClientFailure(f"malformed reply: '{key}' holds something other than answers of at most "
-                            f"{MAX_ANSWER_CHARS} characters")
+        raise _refuse(f"{_key(key)} holds something other than answers of at most {MAX_ANSWER_CHARS} characters")
     return value
 
 
 def _per_question(data: dict, key: str) -> list[float]:
-    value = _field(data, key, list)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value):
-        raise ClientFailure(f"malformed reply: '{key}' holds something other than scores in [0, 1]")
+    value = _listed(data, key)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              and 0.0 <= v <= 1.0 for v in value):
+        raise _refuse(f"{_key(key)} holds something other than scores in [0, 1]")
     return [float(v) for v in value]
 
 
 @dataclass
 class AdapterReply(Reply):
-    adapter: bytes = b""
-
-    def _wire(self) -> dict:
-        return {"adapter": self.adapter}
-
-    @classmethod
-    def _parse(cls, data, compute_s):
-        return cls(compute_s, _field(data, "adapter", bytes))
+    adapter: bytes = wire_field(Blob(), b"")
 
 
 REPLIES: dict[Phase, type[Reply]] = {Phase.SHARE: ShareReply, Phase.PRIVATE: PrivateReply,
                                      Phase.DISTILL: DistillReply, Phase.EVALUATE: EvaluateReply,
                                      Phase.GET_ADAPTER: AdapterReply, Phase.SET_ADAPTER: Reply}
+
+
+PHASE_KEY = "phase"  # every reply names the phase it answers: one for another is refused
+
+
+def reply_to_wire(phase: Phase, reply: Reply) -> dict:
+    return {**reply.to_wire(), PHASE_KEY: phase.value}
+
+
+def reply_from_wire(phase: Phase, data) -> Reply:
+    """A reply to `phase`, every field checked (ClientFailure naming the first that is wrong)."""
+    if isinstance(data, dict) and data.get(PHASE_KEY) != phase.value:
+        raise _refuse(f"it answers {_key(str(data.get(PHASE_KEY)))}, not {phase.value}")
+    return REPLIES[phase].from_wire(data)

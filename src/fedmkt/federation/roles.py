@@ -138,17 +138,19 @@ class Party:
             self._senders[fingerprint] = view
         return view
 
-    def receive(self, peer: Peer) -> SenderKnowledge:
-        """A peer's packet, checked against what this party knows without trusting it (the sender's
-        tokenizer, the public set and its tokenization, top-K, the cross-entropy the packet's own
-        log-probs allow), with its vocabulary map and alignments. PacketError names what is wrong."""
+    def receive(self, peer: Peer, round_no: int | None = None, phase: str | None = None) -> SenderKnowledge:
+        """A peer's packet, checked against what this party knows without trusting it (the exchange it was
+        asked for: `round_no`, `phase`; the sender's tokenizer, the public set and its tokenization, top-K,
+        the cross-entropy the packet's own log-probs allow), with its vocabulary map and alignments.
+        PacketError names what is wrong."""
         fingerprint = tokenizer_fingerprint(peer.tokenizer)
         if peer.packet.tokenizer != fingerprint:
             raise PacketError(
                 f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
                 f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
         view = self.sender_view(peer.tokenizer)
-        peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k, public_set=self.public_hash))
+        peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k, public_set=self.public_hash,
+                                   round=round_no, phase=phase))
         return SenderKnowledge(peer.packet, view.vmap, view.alignments)
 
     def absorb(self, senders: list[SenderKnowledge]) -> AbsorbStats:
