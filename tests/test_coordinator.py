@@ -34,7 +34,7 @@ class FakeServer:
     def sender_view(self, tokenizer):
         return None
 
-    def receive(self, peer):
+    def receive(self, peer, round_no=None, phase=None):
         return SenderKnowledge(peer.packet, None, {})
 
     def absorb(self, peers):
@@ -67,7 +67,8 @@ class FakeTransport:
 
     def call(self, phase, payloads):
         self.calls.append((phase, sorted(payloads)))
-        return {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
+        replies = {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
+        return {name: {**r, "phase": phase.value} if isinstance(r, dict) else r for name, r in replies.items()}
 
 
 def coordinator(tmp_path, transport, **fedmkt):
@@ -226,7 +227,8 @@ def test_zero_shot_is_computed_once_for_clients_of_one_model_where_the_clients_a
     config = parse_config(tiny_config(tmp_path, rounds=1))  # stem and hum: the same SmolLM2
     split = FederatedSplit(public=[], private={}, evaluation={"stem": [SimpleNamespace(uid=1)]},
                            client_eval={"hum": [SimpleNamespace(uid=9)]} if own_eval else {})
-    transport = FakeTransport({Phase.EVALUATE: {n: evaluation_reply() for n in ("stem", "hum")}})
+    reply = EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 1}}).to_wire()
+    transport = FakeTransport({Phase.EVALUATE: {n: reply for n in ("stem", "hum")}})
     coord = Coordinator(config, FakeServer(), split, transport, RunStore.open(config), clients_known=known)
     zero = coord.zero_shot()
     assert set(zero) == {"server", "stem", "hum"} and zero["hum"] == zero["stem"]
@@ -264,7 +266,7 @@ def test_progress_lines_give_each_kind_of_result_apart(tmp_path):
     free_text = EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 2},
                                       "qasc": {"rougeL": 0.25, "exact_match": 0.0, "n": 1}}).to_wire()
     config = parse_config(tiny_config(tmp_path, rounds=1))
-    split = FederatedSplit(public=[], private={}, evaluation={"stem": ["e1"]})
+    split = FederatedSplit(public=[], private={}, evaluation={"stem": ["e1", "e2"], "qasc": ["e3"]})
     reporter = Recorder()
     coord = Coordinator(config, FakeServer(), split, FakeTransport({Phase.EVALUATE: {"stem": free_text}}),
                         RunStore.open(config), reporter)

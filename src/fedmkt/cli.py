@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="FedMKT: federated mutual knowledge transfer between a server LLM and client SLMs.")
@@ -22,7 +23,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}")
+    if isinstance(error, OSError) and error.filename:  # a disk full or read-only: the path, and what happened
+        error = f"cannot write or read {error.filename}: {error.strerror or error} (what was saved before is kept)"
+    console.print(f"[bold red]error:[/] {escape(str(error))}")
     raise typer.Exit(code=2)
 
 
@@ -63,7 +66,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
 
         with ConsoleReporter(console) as reporter:
             LocalFederation(cfg, reporter=reporter, resume=resume is not None).run()
-    except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError) as error:
         _fail(error)
 
 
@@ -89,7 +92,7 @@ def experiment(grid: Path = typer.Argument(..., help="grid YAML (see experiments
     try:
         with ConsoleReporter(console) as reporter:
             run_grid(grid, output_dir, reporter)
-    except (ConfigError, ModelNotFoundError, PacketError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError) as error:
         _fail(error)
 
 
@@ -104,7 +107,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder or an experime
             path = write_run_report(run_dir)
         else:
             path = write_grid_report(run_dir, output=output)
-    except (FileNotFoundError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError) as error:
         _fail(error)
     console.print(f"wrote {path}")
 

@@ -64,6 +64,30 @@ def child(root: Path, *names: str) -> Path:
     return path
 
 
+class LinkLeavesFolder(ValueError):
+    """A symbolic link inside a run folder that points outside it: writing or deleting through it would
+    touch files the run does not own."""
+
+
+def links_leaving(root: Path) -> list[str]:
+    """Entries under `root` that are symbolic links resolving outside it, as 'name -> target'."""
+    base, found = root.resolve(), []
+    for folder, dirs, names in os.walk(root):  # a linked folder is listed, never entered
+        for name in dirs + names:
+            path = Path(folder, name)
+            if path.is_symlink() and not path.resolve().is_relative_to(base):
+                found.append(f"{path.relative_to(root)} -> {os.readlink(path)}")
+    return found
+
+
+def refuse_links_leaving(root: Path) -> None:
+    """LinkLeavesFolder naming the first links of `root` that lead outside it; nothing is touched."""
+    found = links_leaving(root) if root.is_dir() else []
+    if found:
+        raise LinkLeavesFolder(f"{root} holds links that lead outside it ({'; '.join(found[:3])}); nothing is read, "
+                               f"written or deleted through them: remove them, or copy what they point to in")
+
+
 def atomic_folder(target: Path, write: Callable[[Path], object], replace: bool = False) -> Path:
     """Fill a new folder through `write(tmp)` and rename it to `target`. An existing target is kept
     (another process won the race) unless `replace`, in which case it is swapped out after the new one

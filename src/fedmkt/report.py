@@ -12,11 +12,12 @@ from typing import Callable
 
 from fedmkt.config import GridSpec, read_yaml_mapping
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
-from fedmkt.files import round_numbers
+from fedmkt.federation.store import read_back
+from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_numbers
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.stats import KINDS, compare_scores, kind_scores
-from fedmkt.summary import summary_markdown
+from fedmkt.summary import markdown_cell, summary_markdown
 
 
 # -- experiment grids -------------------------------------------------------------------------
@@ -264,6 +265,7 @@ def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path
     if not cells:
         raise FileNotFoundError(f"no finished or started runs (metrics.json) under {grid_dir}")
     out = output or grid_dir
+    refuse_links_leaving(out)  # (nothing yet: a folder to be made)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = {}
     baselines = _baseline_lines(cells)
@@ -275,14 +277,11 @@ def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path
         files += [selection] if selection else []
         plots[cell.name] = [f"plots/{f.name}" for f in files]
     title = f"Experiment grid `{grid.name if grid else grid_dir.name}`"
-    path = out / "report.md"
-    path.write_text(grid_markdown(cells, title, plots))
-    return path
+    return atomic_write_text(child(out, "report.md"), grid_markdown(cells, title, plots))
 
 
-def _cell(text: str, width: int = 160) -> str:
-    text = " ".join(str(text).split())  # one line: a table cell holds no newline
-    return (text[:width - 1] + "…" if len(text) > width else text).replace("|", "\\|")
+def _cell(text: str) -> str:
+    return markdown_cell(" ".join(str(text).split()))  # one line: a table cell holds no newline
 
 
 def answers_markdown(run_dir: Path, sample: int = 3) -> str:
@@ -307,12 +306,13 @@ def answers_markdown(run_dir: Path, sample: int = 3) -> str:
 
 
 def write_run_report(run_dir: Path) -> Path:
-    """summary.md plus its plots and a sample of the generated answers, for one run folder."""
-    metrics = RunMetrics.from_json(json.loads((run_dir / "metrics.json").read_text()))
-    (run_dir / "plots").mkdir(exist_ok=True)
-    files = [plot_scores(metrics, run_dir / "plots" / "scores.png", run_dir.name),
-             plot_selection(metrics, run_dir / "plots" / "selection.png", f"{run_dir.name}: DualMinCE selection")]
+    """summary.md plus its plots and a sample of the generated answers, for one run folder (never written
+    through a link leading out of it)."""
+    refuse_links_leaving(run_dir)
+    metrics = read_back(child(run_dir, "metrics.json"), lambda data: RunMetrics.from_json(json.loads(data)))
+    plots_dir = child(run_dir, "plots")
+    plots_dir.mkdir(exist_ok=True)
+    files = [plot_scores(metrics, child(plots_dir, "scores.png"), run_dir.name),
+             plot_selection(metrics, child(plots_dir, "selection.png"), f"{run_dir.name}: DualMinCE selection")]
     plots = "\n## plots\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n" for f in files if f) + "\n"
-    path = run_dir / "summary.md"
-    path.write_text(summary_markdown(metrics) + answers_markdown(run_dir) + plots)
-    return path
+    return atomic_write_text(child(run_dir, "summary.md"), summary_markdown(metrics) + answers_markdown(run_dir) + plots)

@@ -150,12 +150,15 @@ class Coordinator:
         return len(rounds) * self.last_train_s + evaluations * (self.last_eval_s or 0.0)
 
     def _restore(self) -> int:
+        """The round to go on after, from the checkpoint; every file is read before anything is changed."""
+        metrics = self.store.read_metrics()
         checkpoint = self.store.load_checkpoint()
-        if checkpoint is None:
+        if checkpoint is None:  # killed in round 1: its steps so far are repeated from the start
+            self.store.drop_steps_after(0)
             return 0
         self.server.train_calls = checkpoint.server_train_calls  # the shuffles go on as if never stopped
         self.server.load_adapter_state(checkpoint.server_adapter)
-        self.metrics = self.store.read_metrics()
+        self.metrics = metrics
         self.metrics.rounds = [r for r in self.metrics.rounds if r.round <= checkpoint.completed_round]
         self.store.drop_steps_after(checkpoint.completed_round)
         return checkpoint.completed_round

@@ -253,13 +253,16 @@ def server_main(grid: Grid, context: Context) -> None:
     # The server reads no client's private data; only the centralized baseline pools it (benchmark presets).
     split = federated_split(config, clients=[c.name for c in config.clients] if config.fedmkt.method == "centralized" else [])
     store = RunStore.open(config, resume)
-    reporter = LineReporter()
-    transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
-                                float(run_config.get("join-timeout", 120)), reporter)
-    server = make_server(config, split)
-    server.step_log = StepLog(store.steps, config.tracking.report_to, store.root.name)
-    metrics = Coordinator(config, server, split, transport, store, reporter).run(resume=resume)
-    store.write_summary(metrics)
+    try:
+        reporter = LineReporter()
+        transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
+                                    float(run_config.get("join-timeout", 120)), reporter)
+        server = make_server(config, split)
+        server.step_log = StepLog(store.steps, config.tracking.report_to, store.root.name)
+        metrics = Coordinator(config, server, split, transport, store, reporter).run(resume=resume)
+        store.write_summary(metrics)
+    finally:
+        store.close()
 
 
 client_app = ClientApp()

@@ -79,7 +79,10 @@ class LocalFederation:
         return self.coordinator.run_round(round_no)
 
     def run(self) -> Path:
-        self.prepare()
-        metrics = self.coordinator.run(resume=self.resume)
-        self.store.write_summary(metrics)
+        try:
+            self.prepare()
+            metrics = self.coordinator.run(resume=self.resume)
+            self.store.write_summary(metrics)
+        finally:
+            self.store.close()
         return self.store.root

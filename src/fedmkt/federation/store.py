@@ -11,26 +11,35 @@
     checkpoint/          round-N/ (server adapter, RNG state), then state.json, written last: a crash
                          between the writes leaves the previous checkpoint in force
     summary.md           written by the caller when the run ends
+    .lock, .lock-holder.json   the OS lock one process holds while it writes the folder, and who that is
 A zero-shot cache (a file shared by the cells of an experiment grid) is read and written here too.
-Nothing read back is pickled: RNG state is JSON, adapters safetensors.
+Nothing read back is pickled: RNG state is JSON, adapters safetensors. A run folder is never read,
+written or deleted through a link that leads outside it, and a damaged file read back is named with
+what is wrong (DamagedRunFile) before anything is written.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import shutil
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock, Timeout
 
 import numpy as np
 import torch
 import yaml
 
 from fedmkt.config import ConfigError, RunConfig
-from fedmkt.files import atomic_folder, child, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fedmkt.files import (atomic_folder, atomic_write_bytes, atomic_write_json, atomic_write_text, child,
+                          refuse_links_leaving)
 from fedmkt.federation.protocol import adapter_from_bytes, adapter_to_bytes
 from fedmkt.data.questions import Question
 from fedmkt.records import ANSWERS, PER_QUESTION, Evaluation, PartyScores, RunMetrics
@@ -47,6 +56,17 @@ def rng_state() -> dict:
             "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
 
 
+def _checked_rng(data: bytes) -> dict:
+    """rng.json's state, tried on fresh generators first: a damaged one fails here, not half applied."""
+    state = json.loads(data)
+    version, internal, gauss = state["python"]
+    random.Random().setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.RandomState().set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.Generator().set_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
+    return state
+
+
 def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -55,12 +75,57 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
 
 
+LOCK, HOLDER = ".lock", ".lock-holder.json"
+
+
+class DamagedRunFile(ValueError):
+    """A run folder's file that cannot be read back; the message names it and says what is wrong."""
+
+
+class RunFolderBusy(FileExistsError):
+    """Another process holds the run folder's lock."""
+
+
+def _entries(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir()} - {LOCK, HOLDER}
+
+
 def _startup_leftovers(root: Path) -> bool:
     """A folder a run was killed in before it saved anything but initial adapters, its config and zero-shot
     answers (written as each party is evaluated, before the scores are saved)."""
-    entries = {p.name for p in root.iterdir()}
+    entries = _entries(root)
     return (bool(entries) and entries <= {"round-0", "latest", "config.yaml", "answers"}
             and not (root / "metrics.json").exists())
+
+
+def _lock(root: Path) -> FileLock:
+    """The folder's OS lock, taken at once or refused naming its holder. One per process and path
+    (is_singleton): a runner that opens its folder again in the same process shares it."""
+    lock = FileLock(root.resolve() / LOCK, is_singleton=True, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = json.loads((root / HOLDER).read_text())
+            who = f"process {holder['pid']} on {holder['host']} (since {holder['since']})"
+        except Exception:  # the holder has not written its name yet, or it was removed
+            who = "another process"
+        raise RunFolderBusy(f"run folder {root} is in use by {who}; a folder takes one run at a time") from None
+    if lock.lock_counter == 1:
+        atomic_write_json(root / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": datetime.now().isoformat(timespec="seconds")})
+    return lock
+
+
+def read_back(path: Path, parse: Callable[[bytes], object]):
+    """`parse(path's bytes)`, any failure a DamagedRunFile naming the file and what is wrong."""
+    try:
+        return parse(path.read_bytes())
+    except FileNotFoundError:
+        raise DamagedRunFile(f"{path} is missing") from None
+    except Exception as error:  # JSON, keys, types, safetensors: the file is not what was written
+        raise DamagedRunFile(f"{path} is damaged ({type(error).__name__}: {str(error)[:200]}); nothing was "
+                             f"changed: restore it, or start the run again in a new folder") from None
 
 
 def take_answers(results: dict[str, dict], questions: dict[str, list[Question]]) -> list[dict]:
@@ -93,51 +158,84 @@ class Checkpoint:
 
 
 class RunStore:
-    def __init__(self, root: Path, zero_shot_cache: Path | None = None):
+    def __init__(self, root: Path, zero_shot_cache: Path | None = None, lock: FileLock | None = None):
         self.root = root
         self.zero_shot_cache = zero_shot_cache
+        self._lock = lock
 
     @classmethod
     def open(cls, config: RunConfig, resume: bool = False, zero_shot_cache: Path | None = None) -> "RunStore":
-        """The run folder named by the config: an existing run to resume, or a new (or empty) folder."""
+        """The run folder named by the config: an existing run to resume, or a new (or empty) folder, locked
+        for this process until `close` (or its end)."""
         name = config.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
         root = child(config.output_dir, name)
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"run folder {root} exists and is not a folder; choose another run_name")
+        if resume and not (root / "metrics.json").is_file() and not root.is_dir():
+            raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = _lock(root)
+        except RunFolderBusy:
+            raise
+        except OSError as error:
+            raise ConfigError(f"field `output_dir`: cannot write the run folder {root}: "
+                              f"{error.strerror or error}") from None
+        try:
+            refuse_links_leaving(root)
+            store = cls(root, zero_shot_cache, lock)
+            store._prepare(resume)
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    def _prepare(self, resume: bool) -> None:
+        root = self.root
         if resume and (root / "metrics.json").is_file():
-            return cls(root, zero_shot_cache)
-        if root.is_dir() and _startup_leftovers(root):
-            shutil.rmtree(root)  # killed before its zero-shot scores were saved: nothing of value, start again
+            return
+        if _startup_leftovers(root):  # killed before its zero-shot scores were saved: nothing of value
+            for name in _entries(root):
+                path = child(root, name)
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         elif resume:
             raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
-        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        elif _entries(root):
             raise FileExistsError(f"run folder {root} already exists and is not empty; choose another run_name "
                                   f"or resume it")
         try:
-            root.mkdir(parents=True, exist_ok=True)
             probe = root / ".writable"
             probe.write_text("")
             probe.unlink()
         except OSError as error:
             raise ConfigError(f"field `output_dir`: cannot write the run folder {root}: "
                               f"{error.strerror or error}") from None
-        return cls(root, zero_shot_cache)
+
+    def close(self) -> None:
+        """Let another process have the folder (the OS does it too when this one ends)."""
+        if self._lock is not None and self._lock.is_locked:
+            if self._lock.lock_counter == 1:
+                (self.root / HOLDER).unlink(missing_ok=True)
+            self._lock.release()
+        self._lock = None
 
     # -- config, metrics, summary ---------------------------------------------------------------
     def write_config(self, config: RunConfig) -> None:
-        atomic_write_text(self.root / "config.yaml",
+        atomic_write_text(child(self.root, "config.yaml"),
                           yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
 
     def write_metrics(self, metrics: RunMetrics) -> None:
-        atomic_write_json(self.root / "metrics.json", metrics.to_json())
+        atomic_write_json(child(self.root, "metrics.json"), metrics.to_json())
 
     def read_metrics(self) -> RunMetrics:
-        return RunMetrics.from_json(json.loads((self.root / "metrics.json").read_text()))
+        return read_back(child(self.root, "metrics.json"), lambda data: RunMetrics.from_json(json.loads(data)))
 
     def write_summary(self, metrics: RunMetrics) -> Path:
-        return atomic_write_text(self.root / "summary.md", summary_markdown(metrics))
+        return atomic_write_text(child(self.root, "summary.md"), summary_markdown(metrics))
 
     @property
     def steps(self) -> Path:
-        return self.root / "steps.jsonl"
+        return child(self.root, "steps.jsonl")
 
     def drop_steps_after(self, round_no: int) -> None:
         drop_steps_after(self.steps, round_no)
@@ -147,35 +245,43 @@ class RunStore:
 
     # -- checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, round_no: int, server_adapter: dict[str, torch.Tensor], server_train_calls: int) -> None:
-        ckpt = self.root / "checkpoint"
+        ckpt = child(self.root, "checkpoint")
 
         def write(folder: Path) -> None:
             atomic_write_bytes(folder / "server_adapter.safetensors", adapter_to_bytes(server_adapter))
             atomic_write_json(folder / "rng.json", rng_state())
 
-        atomic_folder(ckpt / f"round-{round_no}", write, replace=True)
+        atomic_folder(child(ckpt, f"round-{round_no}"), write, replace=True)
         # The manifest goes last: until it names round N, a resume uses the checkpoint before.
-        atomic_write_json(ckpt / "state.json", {"completed_round": round_no, "server_train_calls": server_train_calls})
+        atomic_write_json(child(ckpt, "state.json"), {"completed_round": round_no, "server_train_calls": server_train_calls})
         for old in ckpt.glob("round-*"):
             if old.name != f"round-{round_no}":
-                shutil.rmtree(old, ignore_errors=True)
+                old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)  # a link: itself only
 
     def load_checkpoint(self) -> Checkpoint | None:
-        """The last complete checkpoint, with the RNG state restored; None before the first."""
-        ckpt = self.root / "checkpoint"
+        """The last complete checkpoint, with the RNG state restored; None before the first. Every file is
+        read and checked before anything is restored: a damaged one is named and nothing changes."""
+        ckpt = child(self.root, "checkpoint")
         if not (ckpt / "state.json").is_file():
             return None
-        saved = json.loads((ckpt / "state.json").read_text())
-        folder = ckpt / f"round-{int(saved['completed_round'])}"
-        set_rng_state(json.loads((folder / "rng.json").read_text()))
-        return Checkpoint(int(saved["completed_round"]), int(saved["server_train_calls"]),
-                          adapter_from_bytes((folder / "server_adapter.safetensors").read_bytes()))
+
+        def manifest(data: bytes) -> tuple[int, int]:
+            saved = json.loads(data)
+            return int(saved["completed_round"]), int(saved["server_train_calls"])
+
+        completed, train_calls = read_back(child(ckpt, "state.json"), manifest)
+        folder = child(ckpt, f"round-{completed}")
+        rng = read_back(child(folder, "rng.json"), _checked_rng)
+        adapter = read_back(child(folder, "server_adapter.safetensors"), adapter_from_bytes)
+        set_rng_state(rng)
+        return Checkpoint(completed, train_calls, adapter)
 
     # -- zero-shot scores shared between runs ------------------------------------------------------
     def cached_zero_shot(self) -> dict[str, PartyScores]:
         if self.zero_shot_cache is None or not self.zero_shot_cache.is_file():
             return {}
-        return {key: PartyScores.from_json(v) for key, v in json.loads(self.zero_shot_cache.read_text()).items()}
+        return read_back(self.zero_shot_cache, lambda data: {key: PartyScores.from_json(v)
+                                                            for key, v in json.loads(data).items()})
 
     def save_zero_shot(self, cache: Evaluation) -> None:
         if self.zero_shot_cache is not None:
