@@ -79,7 +79,7 @@ PROBES = {
         "is not an integer in [1, 2147483647]"),
     "label and 15 junk ids all at log-prob 0, CE 0 claimed": (everything_certain, "sum to 16.000, more than 1"),
     "a packet of the round before": (lambda p: rebuild(p, round=str(p.round - 1)), "it was sent for round 0"),
-    "a packet sent for another phase": (lambda p: rebuild(p, phase="train.distill"), "(train.distill), this is round 1"),
+    "a packet sent for another phase": (lambda p: rebuild(p, phase="train.distill"), "('train.distill'), this is round 1"),
     "a 600 KB sender name with a markdown heading": (lambda p: rebuild(p, sender="x\n# INJECTED heading" * 30000),
                                                      "claims to come from 'x\\n# INJECTED"),
 }

@@ -189,11 +189,13 @@ def test_one_column_per_choice_refuses_a_gap_and_allows_fewer_choices(tmp_path):
     assert q.choices == ("x", "y", "z") and q.answer == 2
 
 
-def test_a_spreadsheets_byte_order_mark_reads_as_the_same_rows(tmp_path):
-    plain, marked = tmp_path / "plain" / "notes.csv", tmp_path / "marked" / "notes.csv"  # one domain name
+@pytest.mark.parametrize("name, text", [("notes.csv", "prompt,response\nConvert 2 km to m.,2000 m\n"),
+                                        ("notes.jsonl", '{"prompt": "Convert 2 km to m.", "response": "2000 m"}\n')])
+def test_a_byte_order_mark_reads_as_the_same_rows(tmp_path, name, text):
+    plain, marked = tmp_path / "plain" / name, tmp_path / "marked" / name  # one domain name
     for path in (plain, marked):
         path.parent.mkdir()
-    plain.write_text("prompt,response\nConvert 2 km to m.,2000 m\n", encoding="utf-8")
+    plain.write_text(text, encoding="utf-8")
     marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel saves "CSV UTF-8"
     assert load_source(SourceSpec(source=str(marked))) == load_source(SourceSpec(source=str(plain)))
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import load, save
 
+from fedmkt.records import shown
+
 FORMAT = "fedmkt.knowledge"
 VERSION = 3
 READABLE = ("3",)  # 3: the round and phase a packet was sent for are in its header (1-2 lacked them)
@@ -97,7 +99,7 @@ class KnowledgePacket:
     def validate(self) -> "KnowledgePacket":
         """Internal consistency: shapes, kinds, offsets, finite values, ids inside the vocabulary."""
         def fail(why: str):
-            raise PacketError(f"knowledge packet from '{self.sender}': {why}")
+            raise PacketError(f"knowledge packet from {shown(self.sender)}: {why}")
 
         arrays = {name: getattr(self, name) for name in ARRAYS}
         for name, array in arrays.items():
@@ -145,13 +147,13 @@ class KnowledgePacket:
         positions, top-K, and a lower bound on each example's cross-entropy from the packet's own
         log-probs (where the label is in the top-K its log-prob is known; elsewhere the K-th bounds it)."""
         def fail(why: str):
-            raise PacketError(f"knowledge packet from '{self.sender}': {why}")
+            raise PacketError(f"knowledge packet from {shown(self.sender)}: {why}")
 
         if expected.round is not None and (self.round, self.phase) != (expected.round, expected.phase):
-            fail(f"it was sent for round {self.round} ({self.phase or 'no phase'}), this is round {expected.round} "
+            fail(f"it was sent for round {self.round} ({shown(self.phase)}), this is round {expected.round} "
                  f"({expected.phase}): a packet is valid for the exchange it was made for only")
         if expected.public_set and self.public_set != expected.public_set:
-            fail(f"public set mismatch: it was computed on public set {self.public_set or '(unnamed)'}, this party "
+            fail(f"public set mismatch: it was computed on public set {shown(self.public_set)}, this party "
                  f"holds {expected.public_set}; every party must load the same data.public")
         uids = sorted(expected.labels)
         if sorted(int(u) for u in self.example_ids) != uids:

@@ -31,6 +31,7 @@ from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora, save_adapter
 from fedmkt.progress import SILENT, Reporter
+from fedmkt.records import shown
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
 from fedmkt.training import ComputeClock, extract_knowledge, seeded, train_lora
@@ -146,8 +147,8 @@ class Party:
         fingerprint = tokenizer_fingerprint(peer.tokenizer)
         if peer.packet.tokenizer != fingerprint:
             raise PacketError(
-                f"tokenizer mismatch: the packet from '{peer.packet.sender}' was made with vocabulary "
-                f"{peer.packet.tokenizer}, but the tokenizer registered for it is {fingerprint}")
+                f"tokenizer mismatch: the packet from {shown(peer.packet.sender)} was made with vocabulary "
+                f"{shown(peer.packet.tokenizer)}, but the tokenizer registered for it is {fingerprint}")
         view = self.sender_view(peer.tokenizer)
         peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k, public_set=self.public_hash,
                                    round=round_no, phase=phase))
