@@ -119,7 +119,9 @@ def test_a_hostile_packet_drops_its_sender_and_the_round_completes(tmp_path, mml
     assert set(record["selection"]["server"]) == {"self", "stem"}  # the server learned from the good client only
     assert "stem" in record["kd_loss"] and "hum" not in record["kd_loss"]
     assert (run_dir / "round-1" / "server" / "adapter_model.safetensors").is_file()
-    assert "dropped clients" in (run_dir / "summary.md").read_text()
+    summary = (run_dir / "summary.md").read_text()
+    assert "dropped clients" in summary and not any(line.startswith("# INJECTED") for line in summary.splitlines())
+    assert all(len(reason) <= 200 for reason in record["dropped"].values())
 
 
 @pytest.mark.parametrize("phase, change, reason", [
@@ -395,3 +397,26 @@ def test_a_client_that_never_answers_is_dropped_at_the_timeout_and_a_gone_node_a
         assert "Node Unavailable" in str(out["stem"]) and clock.now - before < 1, (out, clock.now - before)
     else:
         assert str(out["stem"]) == "no reply within 40s" and clock.now - before >= 40
+
+
+def test_a_client_refuses_knowledge_sent_down_for_another_round_or_from_another_sender(tmp_path, mmlu):
+    from fedmkt.federation.protocol import ClientFailure, Request
+
+    federation = LocalFederation(parse_config(tiny_config(tmp_path, "down", rounds=1)), questions=mmlu)
+    federation.prepare()
+    server, hum = federation.server, federation.runtimes["hum"]
+    knowledge = server.share_knowledge()
+
+    def distill(packet: bytes):
+        request = Request(2, packet=packet, tokenizer=federation.config.server.source, public_set=server.public_hash)
+        return hum.handle(Phase.DISTILL, request.to_wire())
+
+    with pytest.raises(PacketError, match=r"it was sent for round 1 \('train.distill'\), this is round 2"):
+        distill(knowledge.to_bytes(round_no=1, phase=Phase.DISTILL.value))
+    with pytest.raises(PacketError, match=r"\('train.share'\), this is round 2"):
+        distill(knowledge.to_bytes(round_no=2, phase=Phase.SHARE.value))
+    with pytest.raises(ClientFailure, match="claims to come from 'stem', not the server"):
+        distill(rebuild(KnowledgePacket.from_bytes(knowledge.to_bytes(round_no=2, phase=Phase.DISTILL.value)),
+                        sender="stem"))
+    assert distill(knowledge.to_bytes(round_no=2, phase=Phase.DISTILL.value))["loss"] >= 0
+    federation.store.close()

@@ -28,10 +28,14 @@ def test_every_reply_round_trips_through_its_wire_form(reply):
 def test_each_phase_has_a_reply_type_a_client_handler_and_a_flower_message_type():
     from fedmkt.federation.client import HANDLERS
 
-    assert set(REPLIES) == set(Phase) == set(HANDLERS)
+    from fedmkt.federation.flower import FLOWER_HANDLERS, client_app
+
+    assert set(REPLIES) == set(Phase) == set(HANDLERS) == set(FLOWER_HANDLERS)
     for phase in Phase:
-        category = phase.value.partition(".")[0]
+        category, _, action = phase.value.partition(".")
         assert category in ("train", "evaluate", "query")  # Flower's message categories
+        # Registered under the phase's own message type (Flower names a bare category "<category>.default").
+        assert f"{category}.{action or 'default'}" in client_app._registered_funcs
 
 
 @pytest.mark.parametrize("kind, wire, problem", [

@@ -24,7 +24,10 @@ def bounded_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
         text = text[:4 * limit]
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     whole = len(str(value))
-    return text if len(text) <= limit and whole <= 4 * limit else f"{text[:limit]}... ({whole} characters)"
+    if len(text) <= limit and whole <= 4 * limit:
+        return text
+    suffix = f"... ({whole} characters)"
+    return text[:limit - len(suffix)] + suffix
 
 
 def shown(value: object) -> str:

@@ -17,13 +17,14 @@ from safetensors.torch import load_file
 
 from fedmkt.data.questions import Question
 from fedmkt.files import atomic_folder, atomic_write_json, child
-from fedmkt.federation.protocol import (OWN, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
+from fedmkt.federation.protocol import (OWN, SERVER, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes, reply_to_wire)
 from fedmkt.federation.roles import ClientParty, Peer
 from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
+from fedmkt.records import shown
 
 INIT = "init"  # the phase recorded for an adapter as initialised
 _ENDS_A_ROUND = (Phase.DISTILL.value, Phase.PRIVATE.value, Phase.SET_ADAPTER.value, INIT)
@@ -139,6 +140,8 @@ class ClientRuntime:
         party = self.party
         packet = KnowledgePacket.from_bytes(request.packet, max_bytes=party.fedmkt.max_packet_bytes,
                                             max_decoded=party.fedmkt.max_decoded_bytes)
+        if packet.sender != SERVER:
+            raise ClientFailure(f"the knowledge sent down claims to come from {shown(packet.sender)}, not the server")
         knowledge = party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))), request.round,
                                   Phase.DISTILL.value)
         stats = party.absorb([knowledge])

@@ -400,19 +400,46 @@ def _build_ahead(message: Message, context: Context) -> None:
             runtime = _runtime(message, context)
             server = parse_config(json.loads(_record(message)["config"])).server.source
             runtime.party.sender_view(peer_tokenizer(server))  # what the first distill needs
-    except Exception:  # noqa: BLE001 - the first phase message builds again and replies with the error
-        pass
+    except Exception as error:  # the first phase message builds again and replies with the error; say so here
+        LineReporter().message(f"building this node's client ahead failed ({type(error).__name__}: {error}); the "
+                               f"first phase builds it again", "warning")
 
 
-def _serve(phase: Phase):
-    def handler(message: Message, context: Context) -> Message:
-        return _reply(message, _runtime(message, context).handle(phase, _record(message)))
-
-    return handler
+def _serve(phase: Phase, message: Message, context: Context) -> Message:
+    return _reply(message, _runtime(message, context).handle(phase, _record(message)))
 
 
-# Each phase's value is its Flower message type, "<category>.<action>" (or just "<category>").
-for _phase in Phase:
-    _category, _, _action = _phase.value.partition(".")
-    _register = getattr(client_app, _category)
-    (_register(_action) if _action else _register())(_serve(_phase))
+# One handler per phase; the message type a decorator registers is the phase's value, "<category>.<action>".
+@client_app.train("share")
+def share(message: Message, context: Context) -> Message:
+    return _serve(Phase.SHARE, message, context)
+
+
+@client_app.train("private")
+def private(message: Message, context: Context) -> Message:
+    return _serve(Phase.PRIVATE, message, context)
+
+
+@client_app.train("distill")
+def distill(message: Message, context: Context) -> Message:
+    return _serve(Phase.DISTILL, message, context)
+
+
+@client_app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    return _serve(Phase.EVALUATE, message, context)
+
+
+@client_app.query("adapter")
+def get_adapter(message: Message, context: Context) -> Message:
+    return _serve(Phase.GET_ADAPTER, message, context)
+
+
+@client_app.train("adapter")
+def set_adapter(message: Message, context: Context) -> Message:
+    return _serve(Phase.SET_ADAPTER, message, context)
+
+
+# Phase -> its handler above (a test checks every phase has one, registered under the phase's message type).
+FLOWER_HANDLERS = {Phase.SHARE: share, Phase.PRIVATE: private, Phase.DISTILL: distill, Phase.EVALUATE: evaluate,
+                   Phase.GET_ADAPTER: get_adapter, Phase.SET_ADAPTER: set_adapter}

@@ -38,6 +38,7 @@ class Phase(str, Enum):
 # "1" in a process that serves every message of its node (resident.py): there the ClientApp (flower.py) may
 # build a client ahead of its first phase. Here, below both, because neither app imports the other.
 RESIDENT_ENV = "FEDMKT_RESIDENT_CLIENTAPP"
+SERVER = "server"  # the server party's name: the sender of the knowledge sent down
 OWN = "own"  # evaluation key of a client's own held-out set (clients.N.eval), beside the server's sets
 
 

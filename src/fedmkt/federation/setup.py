@@ -19,6 +19,7 @@ from fedmkt.data.sources import DataError
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.data.splits import federated_split as draw_split
 from fedmkt.federation.client import ClientRuntime
+from fedmkt.federation.protocol import SERVER
 from fedmkt.federation.roles import ClientParty, Party
 from fedmkt.models import LoadedModel, ModelNotFoundError, load_model
 from fedmkt.progress import SILENT, Reporter
@@ -54,7 +55,7 @@ def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
 
 def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
     seed = config.seed_for("server")
-    return Party("server", _load(config.server, "server.source", seed), lora=config.lora_for("server"),
+    return Party(SERVER, _load(config.server, "server.source", seed), lora=config.lora_for("server"),
                  train=config.train_for("server"),
                  fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
                  eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for("server"))
