@@ -123,3 +123,33 @@ def test_a_partys_initial_adapter_depends_on_its_seed_only(mmlu):
 
     first, later = build(0), build(1000)
     assert first.keys() == later.keys() and all(torch.equal(first[k], later[k]) for k in first)
+
+
+def test_a_client_repeating_a_round_logs_its_steps_once_and_leaves_others_steps(tmp_path, mmlu):
+    """A Flower node keeps its own steps.jsonl; when the server repeats a round after resuming, the client's
+    steps of that round are logged once, and another party's lines in the same file are kept."""
+    import json
+
+    from fedmkt.config import parse_config
+    from fedmkt.federation.local import LocalFederation
+    from fedmkt.federation.protocol import Phase, Request
+    from fedmkt.tracking import StepLog
+    from tests.tiny import tiny_config
+
+    federation = LocalFederation(parse_config(tiny_config(tmp_path, "repeat", rounds=1)), questions=mmlu)
+    hum = federation.runtimes["hum"]
+    steps = federation.store.root / "steps.jsonl"
+    hum.party.step_log = StepLog(steps)
+    steps.write_text(json.dumps({"party": "stem", "round": 1, "what": "private SFT", "step": 1}) + "\n")
+    share = Request(1, public_set=federation.server.public_hash).to_wire()
+    hum.handle(Phase.SHARE, share)
+    def hums():
+        return [(s["round"], s["what"], s["step"], s["loss"]) for s in map(json.loads, steps.read_text().splitlines())
+                if s["party"] == "hum"]
+
+    once = hums()
+    hum.handle(Phase.SHARE, share)  # the server resumed and repeats round 1: the same steps, logged once
+    lines = steps.read_text().splitlines()
+    assert hums() == once != []
+    assert sum('"stem"' in line for line in lines) == 1
+    federation.store.close()

@@ -55,9 +55,9 @@ def read_steps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def drop_steps_after(path: Path, round_no: int) -> None:
+def drop_steps_after(path: Path, round_no: int, party: str | None = None) -> None:
     """Forget the steps of rounds after `round_no` (a resume repeats them: without this they would be logged
-    twice). A partly written last line (the crash) goes too."""
+    twice), of one party only if named. A partly written last line (the crash) goes too."""
     if not path.is_file():
         return
     kept = []
@@ -66,6 +66,7 @@ def drop_steps_after(path: Path, round_no: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and int(record.get("round", 0)) <= round_no:
+        if isinstance(record, dict) and (int(record.get("round", 0)) <= round_no
+                                         or (party is not None and record.get("party") != party)):
             kept.append(line + "\n")
     atomic_write_text(path, "".join(kept))

@@ -25,6 +25,7 @@ from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
 from fedmkt.records import shown
+from fedmkt.tracking import drop_steps_after
 
 INIT = "init"  # the phase recorded for an adapter as initialised
 _ENDS_A_ROUND = (Phase.DISTILL.value, Phase.PRIVATE.value, Phase.SET_ADAPTER.value, INIT)
@@ -94,6 +95,8 @@ class ClientRuntime:
             done = self.state["round"] == round_no - 1 and self.state["phase"] in _ENDS_A_ROUND
             if not done:  # the server is repeating a round (it resumed): start from the round before
                 self._last_good(round_no - 1)
+                # and forget its steps logged for the repeated rounds (a Flower node's own steps.jsonl)
+                drop_steps_after(child(self.store, "steps.jsonl"), round_no - 1, party=self.party.name)
 
     def _persist(self, round_no: int, phase: Phase, snapshot: bool) -> None:
         self.state = {"round": round_no, "phase": phase.value, "step": self.party.train_calls}
