@@ -1,8 +1,12 @@
-"""Hand-made objects the tests share: knowledge packets without a model."""
+"""Hand-made objects the tests share: knowledge packets, a server party and a transport without a model."""
 
 import numpy as np
 
+from fedmkt.federation.protocol import ClientFailure
+from fedmkt.federation.roles import AbsorbStats
 from fedmkt.knowledge import KnowledgePacket
+from fedmkt.selection import SenderKnowledge
+from fedmkt.training import ComputeClock
 
 
 def packet(sender: str, uids: list[int], ce: list[float], positions: int = 2, k: int = 3, vocab: int = 50, seed=0):
@@ -29,3 +33,53 @@ def ragged_packet(n=3, k=4, vocab=100, seed=0):
                            ce=rng.uniform(0.5, 3, size=n).astype(np.float32), offsets=offsets,
                            topk_ids=rng.integers(0, vocab, size=(offsets[-1], k)).astype(np.int32),
                            topk_logprobs=logp.astype(np.float16))
+
+
+class FakeServer:
+    """A server party without a model: records what it absorbs, answers with fixed knowledge."""
+
+    def __init__(self):
+        self.clock = ComputeClock()
+        self.train_calls = 0
+        self.public_hash = "fake-public-set"
+        self.absorbed: list[list[str]] = []
+        self.supervised: list[int] = []
+
+    def sender_view(self, tokenizer):
+        return None
+
+    def receive(self, peer, round_no=None, phase=None):
+        return SenderKnowledge(peer.packet, None, {})
+
+    def absorb(self, peers):
+        self.absorbed.append([p.packet.sender for p in peers])
+        return AbsorbStats(loss=1.5, selected={"self": 0.5, **{p.packet.sender: 0.5 / len(peers) for p in peers}},
+                           aligned_fraction={p.packet.sender: 0.9 for p in peers})
+
+    def share_knowledge(self):
+        return packet("server", [1, 2], [1.0, 1.0])
+
+    def train_supervised(self, questions, epochs):
+        self.supervised.append(len(questions))
+        return 0.25
+
+    def evaluate(self, questions):
+        return {"acc": 0.5, "acc_norm": 0.5, "n": len(questions)}
+
+    def save_adapter(self, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def adapter_state(self):
+        return {}
+
+
+class FakeTransport:
+    """Answers each phase from a script: {phase: {client: wire reply or ClientFailure}}; logs every call."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def call(self, phase, payloads):
+        self.calls.append((phase, sorted(payloads)))
+        replies = {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
+        return {name: {**r, "phase": phase.value} if isinstance(r, dict) else r for name, r in replies.items()}

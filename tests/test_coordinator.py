@@ -11,64 +11,15 @@ from fedmkt.config import parse_config
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.local import LocalFederation
+from fedmkt.federation.methods import RoundFailed
 from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply, Request,
                                         ShareReply)
 from fedmkt.federation.roles import AbsorbStats
 from fedmkt.federation.store import RunStore
 from fedmkt.selection import SenderKnowledge
 from fedmkt.training import ComputeClock
-from tests.factories import packet
+from tests.factories import FakeServer, FakeTransport, packet
 from tests.tiny import tiny_config
-
-
-class FakeServer:
-    """A server party without a model: records what it absorbs, answers with fixed knowledge."""
-
-    def __init__(self):
-        self.clock = ComputeClock()
-        self.train_calls = 0
-        self.public_hash = "fake-public-set"
-        self.absorbed: list[list[str]] = []
-        self.supervised: list[int] = []
-
-    def sender_view(self, tokenizer):
-        return None
-
-    def receive(self, peer, round_no=None, phase=None):
-        return SenderKnowledge(peer.packet, None, {})
-
-    def absorb(self, peers):
-        self.absorbed.append([p.packet.sender for p in peers])
-        return AbsorbStats(loss=1.5, selected={"self": 0.5, **{p.packet.sender: 0.5 / len(peers) for p in peers}},
-                           aligned_fraction={p.packet.sender: 0.9 for p in peers})
-
-    def share_knowledge(self):
-        return packet("server", [1, 2], [1.0, 1.0])
-
-    def train_supervised(self, questions, epochs):
-        self.supervised.append(len(questions))
-        return 0.25
-
-    def evaluate(self, questions):
-        return {"acc": 0.5, "acc_norm": 0.5, "n": len(questions)}
-
-    def save_adapter(self, directory):
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def adapter_state(self):
-        return {}
-
-
-class FakeTransport:
-    """Answers each phase from a script: {phase: {client: wire reply or ClientFailure}}; logs every call."""
-
-    def __init__(self, script):
-        self.script, self.calls = script, []
-
-    def call(self, phase, payloads):
-        self.calls.append((phase, sorted(payloads)))
-        replies = {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
-        return {name: {**r, "phase": phase.value} if isinstance(r, dict) else r for name, r in replies.items()}
 
 
 def coordinator(tmp_path, transport, **fedmkt):
@@ -119,10 +70,11 @@ def test_a_packet_claiming_another_sender_is_rejected(tmp_path):
         "stem": ShareReply(packet=client_packet("hum"), private_loss=0.7).to_wire(),
         "hum": ShareReply(packet=b"not a packet", private_loss=0.7).to_wire()}})
     coord, server = coordinator(tmp_path, transport)
-    record = coord.run_round(1)
-    assert "claims to come from 'hum'" in record.dropped["stem"]
-    assert "corrupted or not a packet" in record.dropped["hum"]
-    assert server.absorbed == [] and transport.calls[-1] == (Phase.DISTILL, [])
+    with pytest.raises(RoundFailed, match="0 of 2 clients asked replied") as failed:  # fedmkt.min_clients: 1
+        coord.run_round(1)
+    assert "stem: train.share: packet from client 'stem' claims to come from 'hum'" in str(failed.value)
+    assert "hum: train.share: knowledge packet is corrupted or not a packet" in str(failed.value)
+    assert server.absorbed == [] and transport.calls[-1][0] == Phase.SHARE  # nothing went down
 
 
 def test_llm2slm_keeps_the_server_frozen_and_skips_the_upload(tmp_path):

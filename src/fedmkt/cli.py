@@ -39,6 +39,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
     """Run a complete FedMKT federation in this process."""
     from fedmkt.config import (ConfigError, RunConfig, load_config, merge, parse_config, read_yaml_mapping,
                                set_field)
+    from fedmkt.federation.methods import RoundFailed
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
 
@@ -66,7 +67,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
 
         with ConsoleReporter(console) as reporter:
             LocalFederation(cfg, reporter=reporter, resume=resume is not None).run()
-    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError) as error:
+    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError, RoundFailed) as error:
         _fail(error)
 
 
@@ -86,13 +87,14 @@ def experiment(grid: Path = typer.Argument(..., help="grid YAML (see experiments
     from fedmkt.config import ConfigError
     from fedmkt.display import ConsoleReporter
     from fedmkt.experiment import run_grid
+    from fedmkt.federation.methods import RoundFailed
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
 
     try:
         with ConsoleReporter(console) as reporter:
             run_grid(grid, output_dir, reporter)
-    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError) as error:
+    except (ConfigError, ModelNotFoundError, PacketError, OSError, ValueError, RoundFailed) as error:
         _fail(error)
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from fedmkt.sampling import sample_size
 from fedmkt.yaml_text import MAX_YAML_BYTES, YamlRefused, load_yaml
 
 
@@ -246,6 +247,11 @@ class FedMKTSpec(_Strict):
     fedavg_slms: bool = Field(False, description="average SLM adapters after KD (same base model)")
     private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
     kd_epochs: int = Field(1, ge=1)
+    clients_per_round: float | None = Field(
+        None, gt=0, description="clients asked each round, drawn from the run seed and the round (the same on "
+                                "resume and on Flower): a whole count >= 1, or a fraction in (0, 1); null: every client")
+    min_clients: int = Field(1, ge=1, description="a round whose first phase has fewer replies from its sampled "
+                                                  "clients stops the run, the reason in metrics.json (resume repeats it)")
     max_packet_bytes: int = Field(256 * 2**20, ge=1024, description="larger knowledge packets are refused")
     max_decoded_bytes: int = Field(2**30, ge=1024, description="a knowledge packet whose header declares a larger "
                                    "decoded size is refused before it is inflated")
@@ -290,6 +296,13 @@ class RunConfig(_Strict):
             raise ValueError(f"client names must be unique, got {names}")
         if "server" in names:
             raise ValueError("'server' is reserved for the LLM party")
+        per_round = self.fedmkt.clients_per_round
+        if per_round is not None and per_round >= 1 and (per_round != int(per_round) or per_round > len(names)):
+            raise ValueError(f"field `fedmkt.clients_per_round`: {per_round} is not a whole count of at most the "
+                             f"{len(names)} clients (or a fraction in (0, 1))")
+        if self.fedmkt.min_clients > sample_size(len(names), per_round):
+            raise ValueError(f"field `fedmkt.min_clients`: {self.fedmkt.min_clients} is more than the "
+                             f"{sample_size(len(names), per_round)} clients sampled each round")
         for party in ["server", *names]:  # every party's merged settings must be valid on their own
             for kind in ("lora", "train"):
                 try:

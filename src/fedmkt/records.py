@@ -96,9 +96,12 @@ class RoundRecord:
     timing: Timing | None = None
     bytes: WireBytes = field(default_factory=lambda: WireBytes(0.0, 0.0))
     evaluation: Evaluation = field(default_factory=dict)
+    sampled: list[str] | None = None  # the clients this round asked (fedmkt.clients_per_round); None: every client
 
     def to_json(self) -> dict:
         out: dict = {"round": self.round, "private_loss": self.private_loss, "selection": self.selection}
+        if self.sampled is not None:
+            out["sampled"] = self.sampled
         if self.aligned_fraction is not None:
             out["aligned_fraction"] = self.aligned_fraction
         out.update({"kd_loss": self.kd_loss, "dropped": self.dropped})
@@ -115,7 +118,7 @@ class RoundRecord:
                    dropped=data.get("dropped", {}),
                    timing=Timing(**data["timing"]) if "timing" in data else None,
                    bytes=WireBytes(**data["bytes"]) if "bytes" in data else WireBytes(0.0, 0.0),
-                   evaluation=_evaluation_from(data.get("evaluation", {})))
+                   evaluation=_evaluation_from(data.get("evaluation", {})), sampled=data.get("sampled"))
 
 
 @dataclass
@@ -134,6 +137,7 @@ class RunMetrics:
     zero_shot: Evaluation = field(default_factory=dict)
     rounds: list[RoundRecord] = field(default_factory=list)
     wall_s: float | None = None
+    stopped: str | None = None  # why the run stopped before its last round (too few clients replied)
 
     @property
     def final(self) -> Evaluation:
@@ -150,10 +154,13 @@ class RunMetrics:
                "zero_shot": _evaluation_json(self.zero_shot)}
         if self.wall_s is not None:
             out["wall_s"] = self.wall_s
+        if self.stopped is not None:
+            out["stopped"] = self.stopped
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> "RunMetrics":
         return cls(config=data["config"], split=SplitSizes(**data["split"]),
                    zero_shot=_evaluation_from(data.get("zero_shot", {})),
-                   rounds=[RoundRecord.from_json(r) for r in data.get("rounds", [])], wall_s=data.get("wall_s"))
+                   rounds=[RoundRecord.from_json(r) for r in data.get("rounds", [])], wall_s=data.get("wall_s"),
+                   stopped=data.get("stopped"))

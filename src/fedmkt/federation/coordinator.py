@@ -17,12 +17,14 @@ from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.evaluation import mean_kinds, summarize
 from fedmkt.stats import KINDS
-from fedmkt.federation.methods import RoundContext, Transport, call_clients, method_for, record_drop
+from fedmkt.federation.methods import (RoundContext, RoundFailed, Transport, call_clients, method_for,
+                                      record_drop)
 from fedmkt.federation.protocol import OWN, ClientFailure, EvaluateReply, Phase, Request
 from fedmkt.federation.roles import Party
 from fedmkt.federation.store import RunStore, take_answers, write_answers
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import SILENT, Reporter
+from fedmkt.sampling import sampled_clients
 from fedmkt.records import Evaluation, RoundRecord, RunMetrics, SplitSizes
 
 
@@ -129,8 +131,14 @@ class Coordinator:
         """One round of the method's training (evaluation comes after, outside its timing)."""
         server_before = self.server.clock.seconds
         self.server.round = round_no
+        spec = self.config.fedmkt
+        sampled = sampled_clients(self.clients, spec.clients_per_round, self.config.seed, round_no)
         rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no),
-                           self.server.public_hash)
+                           self.server.public_hash, clients=sampled, min_clients=spec.min_clients)
+        if spec.clients_per_round is not None:
+            rnd.record.sampled = sampled
+            self.reporter.message(f"round {round_no} asks {len(sampled)} of {len(self.clients)} clients: "
+                                  f"{', '.join(sampled)}")
         rnd.expected_s = self.last_train_s
         rnd.after_s = self._time_after(round_no) or 0.0
         self.method.train_round(rnd)
@@ -180,11 +188,18 @@ class Coordinator:
             self._report("zero-shot", self.metrics.zero_shot)
             self.store.write_metrics(self.metrics)
         else:
+            self.metrics.stopped = None  # a stop (too few clients) is what a resume repeats
             self.reporter.message(f"resuming after round {completed}")
         for round_no in range(completed + 1, config.fedmkt.rounds + 1):
             self.reporter.message(f"round {round_no}/{config.fedmkt.rounds}", "heading")
             round_started = time.perf_counter()
-            record = self.run_round(round_no)
+            try:
+                record = self.run_round(round_no)
+            except RoundFailed as failure:  # recorded, then the run stops: a resume repeats this round
+                self.metrics.stopped = str(failure)
+                self.metrics.wall_s = time.perf_counter() - started
+                self.store.write_metrics(self.metrics)
+                raise
             self.last_train_s = time.perf_counter() - round_started
             if self._evaluates(round_no):
                 evaluation_started = time.perf_counter()

@@ -57,13 +57,20 @@ def record_drop(dropped: dict[str, str], reporter: Reporter, name: str, phase: P
     reporter.message(f"client {name} dropped from this round ({dropped[name]})", "warning")
 
 
+class RoundFailed(RuntimeError):
+    """Too few of a round's clients replied (`fedmkt.min_clients`): the run stops, the reason recorded."""
+
+
 class RoundContext:
-    """One round in progress: the record it fills, and client calls that count compute and drops."""
+    """One round in progress: the clients it asks (sampled), the record it fills, and client calls that count
+    compute and drops."""
 
     def __init__(self, number: int, transport: Transport, reporter: Reporter, record: RoundRecord,
-                 public_set: str | None = None):
+                 public_set: str | None = None, clients: list[str] | None = None, min_clients: int = 1):
         self.number, self.transport, self.reporter, self.record = number, transport, reporter, record
         self.public_set = public_set
+        self.clients = clients or []  # this round's sampled clients, in config order
+        self.min_clients = min_clients
         self.client_compute_s = 0.0
         self.started = time.perf_counter()
         self.expected_s: float | None = None  # the previous round's training time: what this one's will take
@@ -85,6 +92,14 @@ class RoundContext:
             line += f"; about {left:.0f}s left in the round's training, {left + self.after_s:.0f}s in the run"
         return line
 
+    def require(self, replied: list[str], phase: Phase) -> None:
+        """RoundFailed where fewer than `min_clients` of the sampled clients replied to the round's first phase."""
+        if len(replied) < self.min_clients:
+            dropped = "; ".join(f"{name}: {why}" for name, why in self.record.dropped.items())
+            raise RoundFailed(f"round {self.number}: {len(replied)} of {len(self.clients)} clients asked replied to "
+                              f"{phase.value}, fedmkt.min_clients is {self.min_clients}"
+                              + (f" (dropped: {bounded_text(dropped, 600)})" if dropped else ""))
+
     def ask(self, phase: Phase, names: list[str]) -> dict[str, Reply]:
         """The same plain request (just the round) to every named client."""
         return self.call(phase, {n: Request(self.number) for n in names})
@@ -104,6 +119,7 @@ def fine_tune_privately(rnd: RoundContext, clients: list[str]) -> list[str]:
     """Step (1) alone on the named clients; records their losses and returns those that answered."""
     for name, reply in rnd.ask(Phase.PRIVATE, clients).items():
         rnd.record.private_loss[name] = reply.private_loss
+    rnd.require(list(rnd.record.private_loss), Phase.PRIVATE)
     return list(rnd.record.private_loss)
 
 
@@ -158,7 +174,7 @@ class FedMKT(Method):
         """Steps (1)-(3): the clients' packets, each checked and aligned on its own, so that whatever is
         wrong with one (bytes, size, tokenizer, public set, CE claims, alignment) drops that client only."""
         senders, up = [], 0
-        for name, reply in rnd.ask(Phase.SHARE, self.clients).items():
+        for name, reply in rnd.ask(Phase.SHARE, rnd.clients).items():
             try:
                 packet = KnowledgePacket.from_bytes(reply.packet, max_bytes=self.config.fedmkt.max_packet_bytes,
                                                     max_decoded=self.config.fedmkt.max_decoded_bytes)
@@ -172,6 +188,7 @@ class FedMKT(Method):
                 rnd.drop(name, Phase.SHARE, str(error))
             except Exception as error:  # the server could not take this client's knowledge in: drop it alone
                 rnd.drop(name, Phase.SHARE, f"{type(error).__name__}: {error}")
+        rnd.require([s.packet.sender for s in senders], Phase.SHARE)
         return senders, up
 
     def train_round(self, rnd: RoundContext) -> None:
@@ -191,7 +208,7 @@ class FedMKT(Method):
             live = [p.packet.sender for p in peers]
         else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
             peers, up = [], 0
-            live = fine_tune_privately(rnd, self.clients)
+            live = fine_tune_privately(rnd, rnd.clients)
         down = self.server.share_knowledge().to_bytes(self.config.fedmkt.logprob_bits, round_no=rnd.number,
                                                       phase=Phase.DISTILL.value)  # step (6)
         distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
@@ -209,7 +226,7 @@ class Standalone(Method):
     """Baseline: each SLM trains on its own private data; nothing is exchanged."""
 
     def train_round(self, rnd: RoundContext) -> None:
-        fine_tune_privately(rnd, self.clients)
+        fine_tune_privately(rnd, rnd.clients)
 
 
 class FedAvg(Standalone):
