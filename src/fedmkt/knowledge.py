@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import load, save
 
-from fedmkt.records import shown
+from fedmkt.records import bounded_text, shown
 
 FORMAT = "fedmkt.knowledge"
 VERSION = 3
@@ -153,7 +153,8 @@ class KnowledgePacket:
             fail(f"it was sent for round {self.round} ({shown(self.phase)}), this is round {expected.round} "
                  f"({expected.phase}): a packet is valid for the exchange it was made for only")
         if expected.public_set and self.public_set != expected.public_set:
-            fail(f"public set mismatch: it was computed on public set {shown(self.public_set)}, this party "
+            computed_on = bounded_text(self.public_set, 64) or "(unnamed)"
+            fail(f"public set mismatch: it was computed on public set {computed_on}, this party "
                  f"holds {expected.public_set}; every party must load the same data.public")
         uids = sorted(expected.labels)
         if sorted(int(u) for u in self.example_ids) != uids:
