@@ -82,6 +82,10 @@ def test_too_few_replies_stop_the_run_with_the_reason_and_a_resume_repeats_the_r
         coordinator.run()
     saved = json.loads((coordinator.store.root / "metrics.json").read_text())
     assert saved["rounds"] == [] and "fedmkt.min_clients is 2" in saved["stopped"]
+    from fedmkt.records import RunMetrics
+    from fedmkt.summary import summary_markdown
+
+    assert "## stopped" in summary_markdown(RunMetrics.from_json(saved))
     coordinator.store.close()
     again, _ = _coordinator(tmp_path, _script(), resume=True, rounds=2, min_clients=2)
     metrics = again.run(resume=True)

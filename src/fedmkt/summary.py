@@ -130,6 +130,9 @@ def summary_markdown(metrics: RunMetrics) -> str:
             lines.append(f"| {r.round} | {t.wall_s:.1f} | {t.model_compute_s:.1f} | {t.overhead_ratio:.3f} | "
                          f"{r.bytes.up_per_client:.0f} | {r.bytes.down:.0f} | {pick} |")
         lines.append("")
+    if metrics.stopped:
+        lines += ["## stopped", "", f"The run stopped before its last round: {markdown_cell(metrics.stopped)}. "
+                  "`fedmkt run --resume` repeats that round.", ""]
     dropped = [(r.round, who, why) for r in metrics.rounds for who, why in r.dropped.items()]
     if dropped:
         lines += ["## dropped clients", "", "| round | client | reason |", "|---|---|---|"]
