@@ -168,8 +168,8 @@ def test_a_full_or_read_only_disk_is_one_clear_error_naming_the_path(finished, t
         return real(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", refuse)
-    resumed = CliRunner().invoke(app, ["run", "--resume", str(run)])  # its first write: steps.jsonl's rewrite
-    assert resumed.exit_code == 2 and f"cannot write or read {run / 'steps.jsonl'}: {words}" in \
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run)])  # its first write: the lock's holder file
+    assert resumed.exit_code == 2 and f"cannot write the run folder {run}: {words}" in \
         " ".join(resumed.output.split()) and "Traceback" not in resumed.output
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 2, result.output

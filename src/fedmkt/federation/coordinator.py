@@ -159,11 +159,11 @@ class Coordinator:
 
     def _restore(self) -> int:
         """The round to go on after, from the checkpoint; every file is read before anything is changed."""
-        metrics = self.store.read_metrics()
         checkpoint = self.store.load_checkpoint()
-        if checkpoint is None:  # killed in round 1: its steps so far are repeated from the start
+        if checkpoint is None:  # killed in round 1 (or in start-up): its steps so far are repeated from the start
             self.store.drop_steps_after(0)
             return 0
+        metrics = self.store.read_metrics()
         self.server.train_calls = checkpoint.server_train_calls  # the shuffles go on as if never stopped
         self.server.load_adapter_state(checkpoint.server_adapter)
         self.metrics = metrics
