@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from fedmkt.sampling import sample_size
-from fedmkt.yaml_text import MAX_YAML_BYTES, YamlRefused, load_yaml
+from fedmkt.yaml_text import YamlRefused, check_size, load_yaml
 
 
 class ConfigError(ValueError):
@@ -300,9 +300,10 @@ class RunConfig(_Strict):
         if per_round is not None and per_round >= 1 and (per_round != int(per_round) or per_round > len(names)):
             raise ValueError(f"field `fedmkt.clients_per_round`: {per_round} is not a whole count of at most the "
                              f"{len(names)} clients (or a fraction in (0, 1))")
-        if self.fedmkt.min_clients > sample_size(len(names), per_round):
-            raise ValueError(f"field `fedmkt.min_clients`: {self.fedmkt.min_clients} is more than the "
-                             f"{sample_size(len(names), per_round)} clients sampled each round")
+        sampled = sample_size(len(names), per_round)
+        if self.fedmkt.min_clients > sampled:
+            raise ValueError(f"field `fedmkt.min_clients`: {self.fedmkt.min_clients} is more than the {sampled} "
+                             f"clients sampled each round")
         for party in ["server", *names]:  # every party's merged settings must be valid on their own
             for kind in ("lora", "train"):
                 try:
@@ -366,8 +367,7 @@ def read_yaml_mapping(path: Path, what: str) -> dict | None:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        if path.stat().st_size > MAX_YAML_BYTES:  # before reading it: the file may be huge
-            raise YamlRefused(f"{path.stat().st_size} bytes, over the limit of {MAX_YAML_BYTES}")
+        check_size(path.stat().st_size)  # before reading it: the file may be huge
         data = load_yaml(path.read_text(encoding="utf-8-sig"))
     except (YamlRefused, UnicodeDecodeError) as error:
         raise ConfigError(f"{what} {path} is refused: {error}") from None

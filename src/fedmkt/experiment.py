@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from fedmkt.config import ConfigError, RunConfig, load_grid, parse_config, read_yaml_mapping
+from fedmkt.config import ConfigError, RunConfig, load_config, load_grid
 from fedmkt.data.questions import Question
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.setup import load_questions
@@ -45,7 +45,7 @@ def _same_config(cell_dir: Path, config: RunConfig) -> bool:
         return True
     # Read back through the schema: fields added since the cell ran take their defaults.
     try:
-        theirs = parse_config(read_yaml_mapping(saved, "config"))
+        theirs = load_config(saved)
     except ConfigError:
         return False
     return json.loads(theirs.model_dump_json()) == json.loads(config.model_dump_json())

@@ -210,12 +210,8 @@ class KnowledgePacket:
             raise PacketError(f"knowledge packet is {type(data).__name__}, not bytes")
         if max_bytes is not None and len(data) > max_bytes:
             raise PacketError(f"knowledge packet of {len(data)} bytes exceeds the limit of {max_bytes}")
-        data = _BoundedReader(bytes(data), max_decoded).decoded()
+        data, meta = _BoundedReader(bytes(data), max_decoded).decoded()
         try:
-            header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-            meta = header.get("__metadata__") or {}
-            if not isinstance(meta, dict):
-                raise ValueError("header metadata is not an object")
             arrays = load(data)
         except Exception as error:  # safetensors, JSON, recursion, Unicode: the bytes are not a packet
             raise PacketError(f"knowledge packet is corrupted or not a packet: {type(error).__name__}: "
@@ -280,21 +276,26 @@ class _BoundedReader:
         self.fed = False
         self.position = 0  # bytes read so far, of the decoded stream
 
+    def _inflate(self, n: int) -> bytes:
+        """Up to `n` more decoded bytes (fewer at the stream's end)."""
+        try:
+            chunk = self.xz.decompress(b"" if self.fed else self.data, max_length=n)
+        except lzma.LZMAError as error:
+            raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
+        self.fed = True
+        return chunk
+
     def _take(self, n: int) -> bytes:
         if self.xz is None:
             out = self.data[self.position:self.position + n]
         else:
             parts, got = [], 0
-            try:
-                while got < n and not self.xz.eof:
-                    chunk = self.xz.decompress(b"" if self.fed else self.data, max_length=n - got)
-                    self.fed = True
-                    if not chunk and self.xz.needs_input:
-                        break
-                    parts.append(chunk)
-                    got += len(chunk)
-            except lzma.LZMAError as error:
-                raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
+            while got < n and not self.xz.eof:
+                chunk = self._inflate(n - got)
+                if not chunk and self.xz.needs_input:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
             out = b"".join(parts)
         self.position += len(out)
         if len(out) < n:
@@ -302,42 +303,43 @@ class _BoundedReader:
                               f"decoded bytes, its header says {n - len(out)} more")
         return out
 
-    def decoded(self) -> bytes:
+    def decoded(self) -> tuple[bytes, dict]:
+        """The decoded bytes and the header's metadata."""
         head = self._take(8)
         header_len = int.from_bytes(head, "little")
         if header_len > MAX_HEADER_BYTES:
             raise PacketError(f"knowledge packet is corrupted or not a packet: header length {header_len} exceeds "
                               f"{MAX_HEADER_BYTES}")
         header = self._take(header_len)
-        body = _declared_body(header)
+        body, meta = _header_layout(header)
         total = 8 + header_len + body
         if total > self.max_decoded:
             raise PacketError(f"knowledge packet declares {total} decoded bytes, over the limit of {self.max_decoded} "
                               f"(fedmkt.max_decoded_bytes)")
-        out = head + header + self._take(body)
-        if self.xz is None:
+        if self.xz is None:  # nothing to inflate: the bytes are the packet, if their length is the declared one
             if len(self.data) != total:
                 raise PacketError(f"knowledge packet is corrupted or not a packet: {len(self.data)} bytes, its "
                                   f"header declares {total}")
-        else:
-            try:
-                extra = self.xz.decompress(b"", max_length=1) if not self.xz.eof else b""
-            except lzma.LZMAError as error:
-                raise PacketError(f"knowledge packet is corrupted or not a packet: {error}") from None
-            if extra or not self.xz.eof:
-                raise PacketError("knowledge packet is corrupted or not a packet: its xz stream holds more than its "
-                                  "header declares, or is truncated")
-            if self.xz.unused_data:
-                raise PacketError("knowledge packet is corrupted or not a packet: bytes after its xz stream")
-        return out
+            return self.data, meta
+        out = head + header + self._take(body)
+        extra = b"" if self.xz.eof else self._inflate(1)
+        if extra or not self.xz.eof:
+            raise PacketError("knowledge packet is corrupted or not a packet: its xz stream holds more than its "
+                              "header declares, or is truncated")
+        if self.xz.unused_data:
+            raise PacketError("knowledge packet is corrupted or not a packet: bytes after its xz stream")
+        return out, meta
 
 
-def _declared_body(header: bytes) -> int:
-    """The size of the data after a safetensors header, from the header's dtypes and shapes."""
+def _header_layout(header: bytes) -> tuple[int, dict]:
+    """From a safetensors header: the size of the data after it (from its dtypes and shapes) and its metadata."""
     try:
         parsed = json.loads(header)
         if not isinstance(parsed, dict):
             raise ValueError(f"header is a JSON {type(parsed).__name__}, not an object")
+        meta = parsed.get("__metadata__") or {}
+        if not isinstance(meta, dict):
+            raise ValueError("header metadata is not an object")
         end = 0
         for name, info in parsed.items():
             if name == "__metadata__":
@@ -350,7 +352,7 @@ def _declared_body(header: bytes) -> int:
             if stop - begin != DTYPE_BYTES[info["dtype"]] * int(np.prod(shape, dtype=object)):
                 raise ValueError(f"array {name[:40]!r}: its offsets do not hold its shape")
             end = max(end, stop)
-        return end
+        return end, meta
     except Exception as error:  # JSON, recursion, missing keys, unpacking: not a packet's header
         raise PacketError(f"knowledge packet is corrupted or not a packet: {type(error).__name__}: "
                           f"{str(error)[:200]}") from None

@@ -12,7 +12,7 @@ from typing import Callable
 
 from fedmkt.config import GridSpec, read_yaml_mapping
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
-from fedmkt.federation.store import read_back
+from fedmkt.federation.store import RunStore
 from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_numbers
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
@@ -309,7 +309,7 @@ def write_run_report(run_dir: Path) -> Path:
     """summary.md plus its plots and a sample of the generated answers, for one run folder (never written
     through a link leading out of it)."""
     refuse_links_leaving(run_dir)
-    metrics = read_back(child(run_dir, "metrics.json"), lambda data: RunMetrics.from_json(json.loads(data)))
+    metrics = RunStore(run_dir).read_metrics()
     plots_dir = child(run_dir, "plots")
     plots_dir.mkdir(exist_ok=True)
     files = [plot_scores(metrics, child(plots_dir, "scores.png"), run_dir.name),

@@ -11,6 +11,7 @@ the server's and on each client's knowledge transfer):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,19 +41,26 @@ class SenderFailure(ValueError):
         self.sender = sender
 
 
+@contextmanager
+def blamed_on(sender: SenderKnowledge):
+    """Whatever raises inside, while one sender's knowledge is read, is that sender's SenderFailure."""
+    try:
+        yield
+    except Exception as error:  # a packet that passed its checks and still breaks: its sender's fault
+        raise SenderFailure(sender.packet.sender, error) from error
+
+
 def gather_ce(uids: list[int], own: KnowledgePacket, senders: list[SenderKnowledge]) -> tuple[np.ndarray, np.ndarray]:
     """Step (4) input: the receiver's CE per example [N], and each sender's [C, N] (inf where it sent nothing)."""
     own_row = own.index()
     own_ce = np.array([own.ce[own_row[u]] for u in uids], dtype=np.float64)
     peer_ce = np.full((len(senders), len(uids)), np.inf)
     for c, sender in enumerate(senders):
-        try:
+        with blamed_on(sender):
             rows = sender.packet.index()
             for n, u in enumerate(uids):
                 if u in rows:
                     peer_ce[c, n] = sender.packet.ce[rows[u]]
-        except Exception as error:
-            raise SenderFailure(sender.packet.sender, error) from error
     return own_ce, peer_ce
 
 
@@ -106,11 +114,9 @@ def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, se
         for c, sender in enumerate(senders):
             if weights[1 + c, n] <= 0:
                 continue
-            try:
+            with blamed_on(sender):
                 parts.append(reindex(sender.packet, sender_rows[c][u], sender.alignments[u], sender.vmap,
                                      labels[u]).scaled(weights[1 + c, n]))
-            except Exception as error:  # a packet that passed its checks and still breaks: its sender's fault
-                raise SenderFailure(sender.packet.sender, error) from error
         targets[u] = SoftTargets.concat(parts)
     return targets
 

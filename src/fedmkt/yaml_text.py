@@ -38,6 +38,20 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+def check_size(size: int) -> None:
+    """YamlRefused for text of `size` bytes over MAX_YAML_BYTES (a file's size is checked before reading it)."""
+    if size > MAX_YAML_BYTES:
+        raise YamlRefused(f"{size} bytes, over the limit of {MAX_YAML_BYTES}")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def _expanded_size(root: yaml.Node) -> int:
     """How many values the document holds with every alias expanded (shared nodes counted once each
     time they are referred to), computed without expanding: each node's size is memoised."""
@@ -49,22 +63,15 @@ def _expanded_size(root: yaml.Node) -> int:
             continue
         sizes[id(node)] = 0
         order.append(node)
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            stack.extend(n for pair in node.value for n in pair)
+        stack.extend(_children(node))
     for node in reversed(order):
-        children = (node.value if isinstance(node, yaml.SequenceNode)
-                    else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
-        sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_YAML_NODES + 1)
+        sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in _children(node)), MAX_YAML_NODES + 1)
     return sizes[id(root)]
 
 
 def load_yaml(text: str):
     """The value `text` holds, read safely within the bounds; YamlRefused otherwise."""
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_YAML_BYTES:
-        raise YamlRefused(f"{size} bytes, over the limit of {MAX_YAML_BYTES}")
+    check_size(len(text.encode("utf-8", "surrogatepass")))
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()

@@ -12,12 +12,14 @@ as a `ClientFailure` that drops its sender.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
 
 import torch
 from safetensors.torch import load, save
 
+from fedmkt.config import NAME_PATTERN
 from fedmkt.records import ANSWERS, PER_QUESTION
 
 
@@ -76,9 +78,7 @@ class Request:
 
 
 # -- replies: each field says how it crosses and what values it may hold --------------------------------
-WIRE = "wire"  # a reply field's metadata key: its WireKind
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")  # config.NAME_PATTERN's
-MAX_NAME_CHARS = 64
+WIRE = "wire"  # a reply field's metadata key: its wire kind (Number, Blob, Fractions, Scores)
 SCORE_METRICS = ("acc", "acc_norm", "rougeL", "exact_match", "ended")  # each a share of questions, in [0, 1]
 PRIMARY_METRICS = ("acc", "rougeL")  # every domain's result holds one of these
 MAX_ANSWER_CHARS = 8192  # far above what evaluation generates (48 new tokens): a longer one is not an answer
@@ -92,10 +92,14 @@ def _key(key: str) -> str:
     return f"'{key[:80]}'" + ("..." if len(key) > 80 else "")
 
 
-def _number(data: dict, key: str, low: float, high: float, nan_ok: bool) -> float:
+def _present(data: dict, key: str):
     if key not in data:
         raise _refuse(f"no {_key(key)}")
-    value = data[key]
+    return data[key]
+
+
+def _number(data: dict, key: str, low: float, high: float, nan_ok: bool) -> float:
+    value = _present(data, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _refuse(f"{_key(key)} is {type(value).__name__}, not a number")
     value = float(value)
@@ -109,7 +113,7 @@ def _number(data: dict, key: str, low: float, high: float, nan_ok: bool) -> floa
 
 
 def _name(key: str, name: str) -> str:
-    if not name or len(name) > MAX_NAME_CHARS or not set(name) <= NAME_CHARS:
+    if not re.fullmatch(NAME_PATTERN, name):  # as the config's party names, and "self"
         raise _refuse(f"{_key(key)} does not end in a party or set name")
     return name
 
@@ -137,11 +141,10 @@ class Blob:
         return {name: value}
 
     def load(self, name: str, data: dict) -> bytes:
-        if name not in data:
-            raise _refuse(f"no {_key(name)}")
-        if not isinstance(data[name], bytes):
-            raise _refuse(f"{_key(name)} is {type(data[name]).__name__}, not bytes")
-        return data[name]
+        value = _present(data, name)
+        if not isinstance(value, bytes):
+            raise _refuse(f"{_key(name)} is {type(value).__name__}, not bytes")
+        return value
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,7 @@ def _answers(data: dict, key: str) -> list[str]:
 
 def _per_question(data: dict, key: str) -> list[float]:
     value = _listed(data, key)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                              and 0.0 <= v <= 1.0 for v in value):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value):
         raise _refuse(f"{_key(key)} holds something other than scores in [0, 1]")
     return [float(v) for v in value]
 

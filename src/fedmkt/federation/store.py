@@ -56,23 +56,32 @@ def rng_state() -> dict:
             "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
 
 
-def _checked_rng(data: bytes) -> dict:
-    """rng.json's state, tried on fresh generators first: a damaged one fails here, not half applied."""
-    state = json.loads(data)
+def _decoded_rng(state: dict) -> tuple:
+    """rng.json's state as what Python's, NumPy's and torch's setters take."""
     version, internal, gauss = state["python"]
-    random.Random().setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.RandomState().set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.Generator().set_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
-    return state
+    return ((version, tuple(internal), gauss), (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached),
+            torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
+
+
+def _checked_rng(data: bytes) -> tuple:
+    """rng.json decoded and tried on fresh generators first: a damaged one fails here, not half applied."""
+    decoded = python, numpy_state, torch_state = _decoded_rng(json.loads(data))
+    random.Random().setstate(python)
+    np.random.RandomState().set_state(numpy_state)
+    torch.Generator().set_state(torch_state)
+    return decoded
+
+
+def _apply_rng(decoded: tuple) -> None:
+    python, numpy_state, torch_state = decoded
+    random.setstate(python)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
 
 
 def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
+    _apply_rng(_decoded_rng(state))
 
 
 LOCK, HOLDER = ".lock", ".lock-holder.json"
@@ -171,7 +180,7 @@ class RunStore:
         root = child(config.output_dir, name)
         if root.exists() and not root.is_dir():
             raise FileExistsError(f"run folder {root} exists and is not a folder; choose another run_name")
-        if resume and not (root / "metrics.json").is_file() and not root.is_dir():
+        if resume and not root.is_dir():
             raise FileNotFoundError(f"nothing to resume in {root}: no metrics.json")
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -273,7 +282,7 @@ class RunStore:
         folder = child(ckpt, f"round-{completed}")
         rng = read_back(child(folder, "rng.json"), _checked_rng)
         adapter = read_back(child(folder, "server_adapter.safetensors"), adapter_from_bytes)
-        set_rng_state(rng)
+        _apply_rng(rng)
         return Checkpoint(completed, train_calls, adapter)
 
     # -- zero-shot scores shared between runs ------------------------------------------------------
