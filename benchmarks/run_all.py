@@ -10,7 +10,7 @@ import sys
 from benchmarks.common import RESULTS
 
 BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer",
-              "bench_tokenizers", "bench_flower", "learning_curve"]
+              "bench_tokenizers", "bench_flower", "learning_curve", "bench_clients"]
 
 
 def table() -> str:
@@ -79,6 +79,27 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def clients_table() -> str:
+    """Per client count: bytes, server memory and CPU per client, two-step against one-step exchange; then the
+    64-client federation."""
+    rows = json.loads((RESULTS / "clients.json").read_text())
+    server = [r for r in rows if r["benchmark"] == "server"]
+    lines = ["| clients | up bytes per client: two-step / one-step (ratio) | down bytes per client: two-step / "
+             "one-step (ratio) | server peak above start, MiB: two-step / one-step | server CPU per client, ms: "
+             "two-step / one-step |", "|---|---|---|---|---|"]
+    for two in (r for r in server if r["exchange"] == "two_step"):
+        one = next(r for r in server if r["clients"] == two["clients"] and r["exchange"] == "one_step")
+        lines.append(f"| {two['clients']} | {two['up_bytes_per_client']} / {one['up_bytes_per_client']} "
+                     f"({two['up_over_one_step']}) | {two['down_bytes_per_client']} / {one['down_bytes_per_client']} "
+                     f"({two['down_over_one_step']}) | {two['server_peak_above_start_mib']} / "
+                     f"{one['server_peak_above_start_mib']} | {two['server_non_model_cpu_per_client_ms']} / "
+                     f"{one['server_non_model_cpu_per_client_ms']} |")
+    for f in (r for r in rows if r["benchmark"] == "federation"):
+        lines += ["", f"{f['clients']} tiny clients of one model in one process, {f['per_round']} sampled a round, "
+                      f"{f['rounds']} rounds: peak resident memory {f['peak_rss_mib']} MiB, {f['wall_s']} s."]
+    return "\n".join(lines)
+
+
 def tokenizer_tables() -> str:
     """Per tokenizer the canonical-text check; per ordered pair the map time (sender row, receiver column),
     with alignment figures summarised under the matrix."""
@@ -115,6 +136,8 @@ def main() -> None:
     text = f"Measured on {platform.machine()}, {__import__('os').cpu_count()} cores, CPU only.\n\n{table()}\n"
     if (RESULTS / "tokenizers.json").is_file():
         text += f"\n{tokenizer_tables()}\n"
+    if (RESULTS / "clients.json").is_file():
+        text += f"\n{clients_table()}\n"
     (RESULTS / "summary.md").write_text(text)
     print(text)
 

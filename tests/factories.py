@@ -45,8 +45,15 @@ class FakeServer:
         self.absorbed: list[list[str]] = []
         self.supervised: list[int] = []
 
+    public_uids = [1, 2]
+
     def sender_view(self, tokenizer):
         return None
+
+    def select(self, senders):  # its own knowledge everywhere: the two-step exchange asks for no rows
+        weights = np.zeros((1 + len(senders), len(self.public_uids)), dtype=np.float32)
+        weights[0] = 1.0
+        return weights
 
     def receive(self, peer, round_no=None, phase=None):
         return SenderKnowledge(peer.packet, None, {})

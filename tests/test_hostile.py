@@ -13,17 +13,19 @@ from fedmkt.config import ConfigError, parse_config
 from fedmkt.federation.flower import resolve_claims
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.protocol import Phase
-from fedmkt.knowledge import FORMAT, KnowledgePacket, PacketError
+from fedmkt.knowledge import FORMAT, VERSION, KnowledgePacket, PacketError
 from tests.tiny import tiny_config
 
 
 def raw(meta: dict, arrays: dict) -> bytes:
-    return save(arrays, metadata={"format": FORMAT, "version": "3", "round": "0", "phase": "", **meta})
+    return save(arrays, metadata={"format": FORMAT, "version": str(VERSION), "round": "0", "phase": "", **meta})
 
 
 def rebuild(packet: KnowledgePacket, **changes) -> bytes:
     """A packet's bytes with some arrays or metadata replaced, bypassing every check."""
     arrays = {k: getattr(packet, k) for k in ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")}
+    if packet.carried is not None:  # the rows of some examples only (two-step exchange)
+        arrays["carried"] = packet.carried.astype(np.uint8)
     meta = {"sender": packet.sender, "tokenizer": packet.tokenizer, "vocab_size": str(packet.vocab_size),
             "public_set": packet.public_set, "round": str(packet.round), "phase": packet.phase}
     for key, value in changes.items():
@@ -107,15 +109,25 @@ def run_with(tmp_path, mmlu, change, phase=Phase.SHARE, client="hum", **fedmkt):
     return run_dir, metrics["rounds"][0]
 
 
-@pytest.mark.parametrize("probe", list(PROBES))
-def test_a_hostile_packet_drops_its_sender_and_the_round_completes(tmp_path, mmlu, probe):
+# Probes of what the rows sent in the two-step exchange's second step hold (the same checks apply to them).
+ROW_PROBES = ["K below fedmkt.top_k", "ce = 0 with garbage ids", "ids of 2**31 under a claimed vocabulary of 2**32",
+              "label and 15 junk ids all at log-prob 0, CE 0 claimed", "a packet sent for another phase",
+              "made on another public set", "a 600 KB sender name with a markdown heading"]
+
+
+@pytest.mark.parametrize("probe, phase", [(probe, Phase.SHARE) for probe in PROBES]
+                         + [(probe, Phase.ROWS) for probe in ROW_PROBES])
+def test_a_hostile_packet_drops_its_sender_and_the_round_completes(tmp_path, mmlu, probe, phase):
+    """Whole packets (one-step exchange), and the rows a client sends in the two-step exchange's second step."""
     make, reason = PROBES[probe]
 
     def change(reply):
         return dict(reply, packet=make(KnowledgePacket.from_bytes(reply["packet"])))
 
-    run_dir, record = run_with(tmp_path, mmlu, change)
+    exchange = "one_step" if phase == Phase.SHARE else "two_step"
+    run_dir, record = run_with(tmp_path, mmlu, change, phase=phase, exchange=exchange)
     assert list(record["dropped"]) == ["hum"] and reason in record["dropped"]["hum"], record["dropped"]
+    assert record["dropped"]["hum"].startswith(phase.value)
     assert set(record["selection"]["server"]) == {"self", "stem"}  # the server learned from the good client only
     assert "stem" in record["kd_loss"] and "hum" not in record["kd_loss"]
     assert (run_dir / "round-1" / "server" / "adapter_model.safetensors").is_file()
@@ -420,3 +432,28 @@ def test_a_client_refuses_knowledge_sent_down_for_another_round_or_from_another_
                         sender="stem"))
     assert distill(knowledge.to_bytes(round_no=2, phase=Phase.DISTILL.value))["loss"] >= 0
     federation.store.close()
+
+
+def test_rows_whose_cross_entropies_changed_since_the_first_step_drop_their_sender_and_the_rest_is_asked_again(
+        tmp_path, mmlu):
+    asked: list[str] = []
+
+    def change(reply):
+        p = KnowledgePacket.from_bytes(reply["packet"])
+        return dict(reply, packet=rebuild(p, ce=p.ce + np.float32(0.5)))  # higher: its own log-probs allow it
+
+    federation = LocalFederation(parse_config(tiny_config(tmp_path, "probe", rounds=1)), questions=mmlu)
+    coordinator = federation.coordinator
+    inner = Tamper(coordinator.transport, "hum", Phase.ROWS, change)
+
+    class Counting:
+        def call(self, phase, payloads):
+            if phase == Phase.ROWS:
+                asked.extend(payloads)
+            return inner.call(phase, payloads)
+
+    coordinator.transport = Counting()
+    record = json.loads((federation.run() / "metrics.json").read_text())["rounds"][0]
+    assert "differ from those it sent in the first step" in record["dropped"]["hum"]
+    assert asked.count("stem") == 2 and asked.count("hum") == 1  # stem again, for the examples hum had won
+    assert set(record["selection"]["server"]) == {"self", "stem"} and "stem" in record["kd_loss"]

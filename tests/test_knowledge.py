@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fedmkt.knowledge import KnowledgePacket, PacketError
+from fedmkt.knowledge import VERSION, KnowledgePacket, PacketError
 from tests.factories import ragged_packet as packet
 
 
@@ -135,7 +135,7 @@ def test_other_safetensors_and_versions_are_rejected():
 
     with pytest.raises(PacketError, match="not a knowledge packet"):
         KnowledgePacket.from_bytes(save({"x": np.zeros(3)}))
-    blob = packet().to_bytes(compress=False).replace(b'"version":"3"', b'"version":"9"')
+    blob = packet().to_bytes(compress=False).replace(f'"version":"{VERSION}"'.encode(), b'"version":"9"')
     with pytest.raises(PacketError, match="version 9"):
         KnowledgePacket.from_bytes(blob)
 

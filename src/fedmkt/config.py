@@ -224,6 +224,39 @@ class ClientSpec(_Strict):
     public_key: str | None = Field(
         None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
                           "path of its .pub file) that a node claiming this name must hold")
+    part: int | None = Field(None, ge=0, description="its private data is part `part` of `private_partition` "
+                                                      "(set for each client a `clients: {count: ...}` group makes)")
+
+
+class PartitionSpec(_Strict):
+    """One data set split into the clients' private sets by a Flower Datasets partitioner (flwr-datasets):
+    iid (IidPartitioner), dirichlet (DirichletPartitioner: label shares per client ~ Dir(alpha) over the
+    `by` column) or pathological (PathologicalPartitioner: `classes_per_client` values of `by` each)."""
+
+    data: SetSpec = Field(description="the set partitioned, drawn after the public and evaluation sets")
+    scheme: Literal["iid", "dirichlet", "pathological"] = "iid"
+    by: Literal["domain", "subject", "answer"] = Field(
+        "domain", description="the column dirichlet and pathological split by (MMLU: 4 domains, 57 subjects)")
+    alpha: float = Field(0.5, gt=0, description="dirichlet: smaller is more skewed")
+    classes_per_client: int = Field(2, ge=1, description="pathological: values of `by` each client gets")
+    min_size: int = Field(1, ge=0, description="dirichlet: redraws until every client has at least this many")
+
+
+class ClientGroup(_Strict):
+    """`clients: {count: 64, template: {...}, partition: {...}}`: `count` clients named <prefix><i>, each the
+    template (a client's fields but its name), their private sets the parts of `partition`."""
+
+    count: int = Field(ge=1, le=100_000)
+    prefix: str = Field("client-", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}$")
+    template: dict = Field(default_factory=dict, description="every client's fields except name")
+    partition: PartitionSpec | None = None
+
+    def expanded(self) -> list[dict]:
+        if "name" in self.template or "part" in self.template:
+            raise ValueError("clients.template: `name` and `part` are given to each client of the group")
+        width = len(str(self.count - 1))
+        return [{**self.template, "name": f"{self.prefix}{i:0{width}d}",
+                 **({"part": i} if self.partition is not None else {})} for i in range(self.count)]
 
 
 METHODS = {
@@ -243,6 +276,10 @@ class FedMKTSpec(_Strict):
     top_k: int = Field(16, ge=1, le=1024)
     ce_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda: weight of CE on labels")
     selection: Literal["dual_min_ce", "always", "weighted"] = "dual_min_ce"
+    exchange: Literal["two_step", "one_step"] = Field(
+        "two_step", description="two_step: cross-entropies first, then only the top-K rows selection takes, both "
+                                "ways (the same numbers as one_step, fewer bytes; `weighted` takes every row, so it "
+                                "exchanges in one step); one_step: whole packets")
     llm_training: bool = Field(True, description="false: LLM2SLM, the LLM stays frozen")
     fedavg_slms: bool = Field(False, description="average SLM adapters after KD (same base model)")
     private_epochs: int = Field(1, ge=0, description="local SFT epochs per round; 0 skips it")
@@ -258,6 +295,12 @@ class FedMKTSpec(_Strict):
     logprob_bits: Literal[8, 16] = Field(
         8, description="top-K log-probs on the wire: 8 = 1/16-nat steps below each position's top (results "
                        "within noise of 16, benchmarks/bench_bytes.py), 16 = float16")
+
+
+    @property
+    def two_step(self) -> bool:
+        """Whether knowledge crosses in two steps: `weighted` selection takes every row, leaving nothing to save."""
+        return self.exchange == "two_step" and self.selection != "weighted"
 
 
 class TrackingSpec(_Strict):
@@ -282,8 +325,24 @@ class RunConfig(_Strict):
     train: TrainSpec = Field(TrainSpec(), description="every party's training (a model's own `train` changes it)")
     data: DataSpec = Field(DEFAULT_DATA, description="the default run's data (a `data` section you write starts from "
                                                       "the field defaults below: MMLU presets, lettered choices)")
+    private_partition: PartitionSpec | None = Field(
+        None, description="one data set partitioned into the private sets of the clients that name a `part` "
+                          "(a `clients: {count: ..., partition: ...}` group sets it)")
     fedmkt: FedMKTSpec = FedMKTSpec()
     tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_group(cls, data):
+        """`clients: {count, template, partition}` is written out as the list of clients it stands for."""
+        if isinstance(data, dict) and isinstance(data.get("clients"), dict):
+            group = ClientGroup.model_validate(data["clients"])
+            data = {**data, "clients": group.expanded()}
+            if group.partition is not None:
+                if data.get("private_partition") is not None:
+                    raise ValueError("clients.partition and private_partition: give the partition once")
+                data["private_partition"] = group.partition
+        return data
 
     @model_validator(mode="after")
     def _unique_clients(self) -> "RunConfig":
@@ -291,6 +350,15 @@ class RunConfig(_Strict):
             if client.domains is not None and client.private is not None:
                 raise ValueError(f"clients.{index} ({client.name}) names both `domains` and `private`: one source "
                                  f"of private data")
+        parts = [c.part for c in self.clients if c.part is not None]
+        if parts and self.private_partition is None:
+            raise ValueError("clients name a `part` of private_partition, which is not set")
+        if parts and sorted(parts) != list(range(len(parts))):
+            raise ValueError(f"the clients' parts of private_partition must be 0..{len(parts) - 1}, each once")
+        for index, client in enumerate(self.clients):
+            if client.part is not None and (client.private is not None or client.domains is not None):
+                raise ValueError(f"clients.{index} ({client.name}) has a `part` of private_partition and its own "
+                                 f"private data: one source of private data")
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ValueError(f"client names must be unique, got {names}")
@@ -331,8 +399,9 @@ class RunConfig(_Strict):
         return TrainSpec.model_validate({**self.train.model_dump(), **changes})
 
     def seed_for(self, party: str) -> int:
-        """A party's own seed (its adapter's initialisation; a tiny test model's weights): the run's seed for the
-        server, seed + 1 + index for client `index`."""
+        """A party's own seed (its adapter's initialisation and its shuffles): the run's seed for the server,
+        seed + 1 + index for client `index`. Base weights are the model's, whichever party loads it (a tiny test
+        model's random ones come from the run's seed)."""
         if party == "server":
             return self.seed
         return self.seed + 1 + [c.name for c in self.clients].index(party)

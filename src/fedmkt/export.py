@@ -75,7 +75,7 @@ def saved_party(run_dir: Path, party: str, round_no: int | None = None, adapter:
     if base is not None:
         spec = spec.model_copy(update={"source": base})
     return SavedParty(party, spec, adapter, round_no if round_no is not None else -1,
-                      config.system_prompt_for(party), config.train_for(party).max_length, config.seed_for(party))
+                      config.system_prompt_for(party), config.train_for(party).max_length, config.seed)
 
 
 def load_party(saved: SavedParty) -> LoadedModel:

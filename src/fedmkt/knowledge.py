@@ -2,7 +2,9 @@
 
 Per example: mean next-token cross-entropy on its answer. Per loss position (ragged per example,
 through `offsets`): the top-K token ids and their log-probabilities. Only positions that carry loss are
-shipped, never the prompt. The binary form is a safetensors buffer (no pickle: a packet from a peer
+shipped, never the prompt. A packet may carry the top-K of some examples only (`carried`), with every
+example's cross-entropy: the two-step exchange sends the cross-entropies first (`restricted([])`), and
+then the rows of the examples selection takes from that sender (`restricted(won)`). The binary form is a safetensors buffer (no pickle: a packet from a peer
 cannot execute code) with a format version, compressed with xz (LZMA2, CRC32-checked), which the
 ids and codes below compress well under (benchmarks/bench_bytes.py measures each choice).
 
@@ -36,8 +38,8 @@ from safetensors.numpy import load, save
 from fedmkt.records import bounded_text, shown
 
 FORMAT = "fedmkt.knowledge"
-VERSION = 3
-READABLE = ("3",)  # 3: the round and phase a packet was sent for are in its header (1-2 lacked them)
+VERSION = 4
+READABLE = ("3", "4")  # 3: the round and phase a packet was sent for are in its header; 4: `carried`
 ARRAYS = ("example_ids", "ce", "offsets", "topk_ids", "topk_logprobs")
 CODED = ("topk_top", "topk_steps")  # 8-bit form of topk_logprobs
 STEPS_PER_NAT = 16
@@ -85,6 +87,7 @@ class KnowledgePacket:
     logprob_error: float = 0.0  # how far rounding on the wire may have moved a log-prob (8 bits: 1/32 nat)
     round: int = 0  # the round and phase it was sent for (to_bytes writes them, check compares): a replayed
     phase: str = ""  # packet of another round or phase is refused
+    carried: np.ndarray | None = None  # bool [N]: examples whose top-K rows it holds (None: every example)
 
     @property
     def top_k(self) -> int:
@@ -95,6 +98,23 @@ class KnowledgePacket:
 
     def index(self) -> dict[int, int]:
         return {int(uid): n for n, uid in enumerate(self.example_ids)}
+
+    def carries(self, n: int) -> bool:
+        """Whether example n's top-K rows are in the packet (its cross-entropy always is)."""
+        return self.carried is None or bool(self.carried[n])
+
+    def restricted(self, uids) -> "KnowledgePacket":
+        """The same packet with the top-K rows of `uids` only (of those it carries), every cross-entropy kept."""
+        keep = np.isin(self.example_ids, np.asarray(list(uids), dtype=np.int64))
+        if self.carried is not None:
+            keep &= self.carried
+        counts = np.diff(self.offsets) * keep
+        rows = np.repeat(keep, np.diff(self.offsets))
+        return KnowledgePacket(sender=self.sender, tokenizer=self.tokenizer, vocab_size=self.vocab_size,
+                               example_ids=self.example_ids, ce=self.ce, offsets=np.r_[0, np.cumsum(counts)],
+                               topk_ids=self.topk_ids[rows], topk_logprobs=self.topk_logprobs[rows],
+                               public_set=self.public_set, logprob_error=self.logprob_error, round=self.round,
+                               phase=self.phase, carried=keep)
 
     def validate(self) -> "KnowledgePacket":
         """Internal consistency: shapes, kinds, offsets, finite values, ids inside the vocabulary."""
@@ -125,6 +145,11 @@ class KnowledgePacket:
             fail("top-K of 0: no knowledge in it")
         if self.offsets[0] != 0 or self.offsets[-1] != len(self.topk_ids) or np.any(np.diff(self.offsets) < 0):
             fail("offsets do not partition the position rows")
+        if self.carried is not None:
+            if not isinstance(self.carried, np.ndarray) or self.carried.shape != (n,) or self.carried.dtype != bool:
+                fail("carried is not one flag per example")
+            if np.any(np.diff(self.offsets)[~self.carried]):
+                fail("an example marked as not carried has top-K rows")
         if not np.all(np.isfinite(self.ce)) or np.any(self.ce < 0):
             fail("cross-entropy values must be finite and non-negative (found NaN, inf or negative)")
         if not np.all(np.isfinite(self.topk_logprobs)) or np.any(self.topk_logprobs > 1e-2):
@@ -162,6 +187,8 @@ class KnowledgePacket:
         if self.top_k != expected.top_k:
             fail(f"top-K is {self.top_k}, the run's fedmkt.top_k is {expected.top_k}")
         for n, uid in enumerate(self.example_ids):
+            if not self.carries(n):  # its cross-entropy alone: bounded once its rows come (two-step exchange)
+                continue
             rows = self.rows(n)
             labels = expected.labels[int(uid)]
             if rows.stop - rows.start != len(labels):
@@ -197,6 +224,8 @@ class KnowledgePacket:
             arrays.update(_to_steps(self.topk_logprobs))
         else:
             raise ValueError(f"logprob_bits must be 8 or 16, not {logprob_bits}")
+        if self.carried is not None and not self.carried.all():
+            arrays["carried"] = np.ascontiguousarray(self.carried, dtype=np.uint8)
         data = save(arrays, metadata=meta)
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) if compress else data
 
@@ -228,6 +257,11 @@ class KnowledgePacket:
         missing = set(ARRAYS) - set(arrays)
         if missing:
             raise PacketError(f"knowledge packet lacks {sorted(missing)}")
+        carried = arrays.get("carried")
+        if carried is not None:
+            if carried.dtype != np.uint8 or carried.ndim != 1 or np.any(carried > 1):
+                raise PacketError("knowledge packet has a malformed carried flag array")
+            carried = carried.astype(bool)
         numbers = {}
         for key in ("vocab_size", "round"):
             try:
@@ -237,7 +271,7 @@ class KnowledgePacket:
         packet = cls(sender=str(meta.get("sender", "?")), tokenizer=str(meta.get("tokenizer", "")),
                      vocab_size=numbers["vocab_size"], public_set=str(meta.get("public_set", "")),
                      logprob_error=logprob_error, round=numbers["round"], phase=str(meta.get("phase", "")),
-                     **{k: arrays[k] for k in ARRAYS})
+                     carried=carried, **{k: arrays[k] for k in ARRAYS})
         packet.validate()
         packet.topk_ids = packet.topk_ids.astype(np.int32)  # safe: validate bounds them by vocab_size <= MAX_VOCAB
         return packet

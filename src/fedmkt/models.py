@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -330,13 +331,15 @@ def linear_layer_names(model: torch.nn.Module) -> list[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D)) and name})
 
 
-def attach_lora(model: torch.nn.Module, spec: LoraSpec, source: str | None = None, field: str = "lora"):
+def attach_lora(model: torch.nn.Module, spec: LoraSpec, source: str | None = None, field: str = "lora",
+                adapter: str = "default"):
     """Freeze the base model and add trainable LoRA adapters (peft). The adapter records `source`, the model
-    as the user named it, as its base model (not a cache path of this machine)."""
-    from peft import LoraConfig, get_peft_model
+    as the user named it, as its base model (not a cache path of this machine). A model that already carries
+    adapters (a base shared by parties of one model, BaseModels) gets one more, named `adapter`."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     targets = spec.target_modules
-    if targets != "all-linear":
+    if targets != "all-linear" and not isinstance(model, PeftModel):  # (a shared base's layers are wrapped by now)
         linear = linear_layer_names(model)
         missing = [t for t in targets if t not in linear]
         if missing:
@@ -344,13 +347,41 @@ def attach_lora(model: torch.nn.Module, spec: LoraSpec, source: str | None = Non
                              f"{type(model).__name__}; its linear layers are {linear}")
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
                         task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter, config)
+        peft_model = model
+    else:
+        peft_model = get_peft_model(model, config, adapter_name=adapter)
     if source is not None:
-        peft_model.peft_config["default"].base_model_name_or_path = source
+        peft_model.peft_config[adapter].base_model_name_or_path = source
     return peft_model
 
 
-def save_adapter(model, directory: Path) -> None:
-    """The LoRA adapter as peft saves it. Embeddings are never adapted here, so peft need not look the base model
-    up (with a Hub-style name it would query the Hub at every save to compare vocabulary sizes)."""
-    model.save_pretrained(str(directory), save_embedding_layers=False)
+class BaseModels:
+    """Frozen base models loaded once in a process and shared by every party of the same model (the local
+    runner's clients, a Simulation Engine worker's): each party adds its own LoRA adapter to the one base and
+    switches it on when it computes (Party.active). Base weights do not depend on the party: a tiny test
+    model's random ones are drawn from the run seed."""
+
+    def __init__(self):
+        self._loaded: dict[str, LoadedModel] = {}
+
+    def load(self, spec: ModelSpec, seed: int = 0) -> tuple[LoadedModel, bool]:
+        """The model, and whether another party already holds it (then it carries that party's adapter)."""
+        key = json.dumps([spec.model_dump(exclude={"lora", "train"}, mode="json"), seed], sort_keys=True)
+        shared = key in self._loaded
+        if not shared:
+            self._loaded[key] = load_model(spec, seed=seed)
+        return self._loaded[key], shared
+
+
+def save_adapter(model, directory: Path, adapter: str = "default") -> None:
+    """The LoRA adapter `adapter` as peft saves it, in `directory` itself whatever its name. Embeddings are never
+    adapted here, so peft need not look the base model up (with a Hub-style name it would query the Hub at
+    every save to compare vocabulary sizes)."""
+    model.save_pretrained(str(directory), selected_adapters=[adapter], save_embedding_layers=False)
+    if adapter != "default":  # peft writes any other adapter into a subfolder of its name
+        nested = Path(directory) / adapter
+        for path in nested.iterdir():
+            os.replace(path, Path(directory) / path.name)
+        nested.rmdir()

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap
-from fedmkt.knowledge import KnowledgePacket
+from fedmkt.knowledge import KnowledgePacket, PacketError
 
 SELECTION_RULES = ("dual_min_ce", "always", "weighted")
 
@@ -94,6 +94,20 @@ def select_sources(own_ce: np.ndarray, peer_ce: np.ndarray, rule: str) -> np.nda
     return weights
 
 
+def won_examples(uids: list[int], weights: np.ndarray, senders: list[str]) -> dict[str, list[int]]:
+    """Per sender, the examples whose targets draw on its knowledge (weight > 0): the rows the two-step
+    exchange asks it for."""
+    return {name: [u for u, w in zip(uids, weights[1 + c]) if w > 0] for c, name in enumerate(senders)}
+
+
+def rows_won_by(sender: KnowledgePacket, receiver: KnowledgePacket, rule: str) -> list[int]:
+    """The examples whose targets at a receiver draw on `sender`'s knowledge under `rule`, from the two
+    packets' cross-entropies alone: the rows a two-step download sends that receiver."""
+    uids = [int(u) for u in receiver.example_ids]
+    weights = select_sources(*gather_ce(uids, receiver, [SenderKnowledge(sender, None, {})]), rule)
+    return won_examples(uids, weights, [sender.sender])[sender.sender]
+
+
 def selection_rates(weights: np.ndarray, senders: list[str]) -> dict[str, float]:
     """Fraction of public examples whose knowledge came from each source ("self" first)."""
     return {name: float(w) for name, w in zip(["self", *senders], weights.mean(axis=1))}
@@ -115,6 +129,9 @@ def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, se
             if weights[1 + c, n] <= 0:
                 continue
             with blamed_on(sender):
+                if not sender.packet.carries(sender_rows[c][u]):
+                    raise PacketError(f"selection takes example {u} from {sender.packet.sender}, whose knowledge "
+                                      f"holds no top-K for it")
                 parts.append(reindex(sender.packet, sender_rows[c][u], sender.alignments[u], sender.vmap,
                                      labels[u]).scaled(weights[1 + c, n]))
         targets[u] = SoftTargets.concat(parts)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from fedmkt.config import RunConfig, SetSpec, SourceSpec
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
+from fedmkt.data.partition import partition
 from fedmkt.data.questions import Question
 from fedmkt.data.sources import DataError, describe_source, is_preset, load_source
 
@@ -133,6 +134,25 @@ def _sources(spec: SetSpec) -> str:
     return ", ".join(describe_source(s) for s in spec.sources)
 
 
+def _shuffled(questions: list[Question], seed: int, name: str) -> list[Question]:
+    questions = list(questions)
+    random.Random(f"{seed}:{name}").shuffle(questions)
+    return questions
+
+
+def _partitioned(config: RunConfig, pool: Pool, presets: list[Question] | None,
+                 readable: list[str]) -> list[list[Question]] | None:
+    """private_partition's parts, drawn after the shared sets; by a party that reads some client's private data,
+    or by every party where the set is all presets (so later preset draws stay the same everywhere)."""
+    spec = config.private_partition
+    if spec is None or not (readable or all(is_preset(s) for s in spec.data.sources)):
+        return None
+    questions, domains = _load(spec.data, presets)
+    pool.add(questions, shared=False)
+    drawn = pool.draw(domains, spec.data.size, "private_partition.data", _sources(spec.data))
+    return partition(drawn, spec, sum(c.part is not None for c in config.clients), config.seed)
+
+
 def federated_split(config: RunConfig, clients: list[str] | None = None,
                     presets: list[Question] | None = None) -> FederatedSplit:
     """The split as seen by a party that may read the private data of `clients` (None: every client, as in a
@@ -150,8 +170,11 @@ def federated_split(config: RunConfig, clients: list[str] | None = None,
     public = pool.draw(public_domains, public_spec.size, "data.public", _sources(public_spec))
     private: dict[str, list[Question]] = {}
     client_eval: dict[str, list[Question]] = {}
+    parts = _partitioned(config, pool, presets, readable)
     for index, client in enumerate(config.clients):
         own = client.name in readable
+        if own and client.part is not None and parts is not None:
+            private[client.name] = _shuffled(parts[client.part], config.seed, client.name)
         for kind, spec in (("eval", client.eval), ("private", private_set(config, client.name))):
             if spec is None or not (own or all(is_preset(s) for s in spec.sources)):
                 continue
@@ -161,8 +184,7 @@ def federated_split(config: RunConfig, clients: list[str] | None = None,
             if not own:
                 continue  # drawn only so that later draws skip it
             if kind == "private":
-                random.Random(f"{config.seed}:{client.name}").shuffle(drawn)
-                private[client.name] = drawn
+                private[client.name] = _shuffled(drawn, config.seed, client.name)
             else:
                 client_eval[client.name] = drawn
     split = FederatedSplit(public=public, private=private, evaluation=evaluation, client_eval=client_eval)

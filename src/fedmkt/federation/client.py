@@ -10,16 +10,17 @@ before, so nothing is lost and nothing counted twice.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from safetensors.torch import load_file
 
 from fedmkt.data.questions import Question
-from fedmkt.files import atomic_folder, atomic_write_json, child
+from fedmkt.files import atomic_folder, atomic_write_bytes, atomic_write_json, child
 from fedmkt.federation.protocol import (OWN, SERVER, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
-                                        PrivateReply, Reply, Request, ShareReply, adapter_from_bytes,
-                                        adapter_to_bytes, reply_to_wire)
+                                        PrivateReply, Reply, Request, RowsReply, ShareReply, adapter_from_bytes,
+                                        adapter_to_bytes, reply_to_wire, uids_from_wire)
 from fedmkt.federation.roles import ClientParty, Peer
 from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
@@ -38,6 +39,8 @@ class ClientRuntime:
                             (round, phase, training step): a fresh process picks up from here
     store/round-N/<name>/   the adapter after round N (N=0: as initialised): the run's record, and
                             where a repeated round starts from when the server resumes
+    store/shared/<name>.bin the knowledge it computed in its last SHARE (two-step exchange: the rows
+                            asked for next come from it, in whichever process serves that message)
     """
 
     def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None,
@@ -47,6 +50,7 @@ class ClientRuntime:
         self.own_evaluation = own_evaluation or []  # its own held-out set: scored under OWN, never sent
         self.store = store
         self.state = {"round": 0, "phase": INIT, "step": 0}
+        self.shared: KnowledgePacket | None = None  # what its last SHARE computed (the rows come from it)
         if store is not None and not (self._dir("round-0") / "adapter_model.safetensors").is_file():
             self._write(self._dir("round-0"))
 
@@ -130,9 +134,37 @@ class ClientRuntime:
         party = self.party
         loss = party.train_private()
         self._persist(request.round, Phase.SHARE, snapshot=False)
-        packet = party.share_knowledge().to_bytes(party.fedmkt.logprob_bits, round_no=request.round,
-                                                  phase=Phase.SHARE.value)
+        knowledge = party.share_knowledge()
+        if party.fedmkt.two_step:  # the cross-entropies now, the rows the server selects next
+            self._keep_shared(knowledge, request.round)
+            knowledge = knowledge.restricted([])
+        packet = knowledge.to_bytes(party.fedmkt.logprob_bits, round_no=request.round, phase=Phase.SHARE.value)
         return ShareReply(packet=packet, private_loss=float(loss))
+
+    def _keep_shared(self, knowledge: KnowledgePacket, round_no: int) -> None:
+        self.shared = replace(knowledge, round=round_no)  # (the arrays are not copied)
+        if self.store is not None:  # float16 as computed, so the rows sent later encode exactly as one-step's;
+            # uncompressed: only this client reads it back
+            atomic_write_bytes(child(self.store, "shared", f"{self.party.name}.bin"),
+                               knowledge.to_bytes(16, compress=False, round_no=round_no, phase=Phase.SHARE.value))
+
+    def _rows(self, request: Request) -> RowsReply:  # two-step exchange, step 2
+        party = self.party
+        shared = self.shared
+        if shared is None and self.store is not None:
+            path = child(self.store, "shared", f"{party.name}.bin")
+            if path.is_file():
+                shared = KnowledgePacket.from_bytes(path.read_bytes(), max_decoded=party.fedmkt.max_decoded_bytes)
+        if shared is None or shared.round != request.round:
+            raise ClientFailure(f"client '{party.name}' is asked for its rows of round {request.round}, but shared "
+                                f"no knowledge in that round")
+        asked = uids_from_wire(request.uids)
+        unknown = set(asked) - set(party.public_by_uid)
+        if unknown:
+            raise ClientFailure(f"asked for rows of {len(unknown)} examples not in the public set")
+        packet = shared.restricted(asked).to_bytes(party.fedmkt.logprob_bits, round_no=request.round,
+                                                   phase=Phase.ROWS.value)
+        return RowsReply(packet=packet)
 
     def _private(self, request: Request) -> PrivateReply:
         loss = self.party.train_private()
@@ -174,6 +206,6 @@ class ClientRuntime:
 # Phase -> the ClientRuntime method serving it; its reply type is protocol.REPLIES[phase]. A new phase is a
 # Phase member, its reply class in REPLIES and a handler here (a test checks the three tables agree).
 HANDLERS: dict[Phase, Callable[[ClientRuntime, Request], Reply]] = {
-    Phase.SHARE: ClientRuntime._share, Phase.PRIVATE: ClientRuntime._private, Phase.DISTILL: ClientRuntime._distill,
+    Phase.SHARE: ClientRuntime._share, Phase.ROWS: ClientRuntime._rows, Phase.PRIVATE: ClientRuntime._private, Phase.DISTILL: ClientRuntime._distill,
     Phase.EVALUATE: ClientRuntime._evaluate, Phase.GET_ADAPTER: ClientRuntime._get_adapter,
     Phase.SET_ADAPTER: ClientRuntime._set_adapter}

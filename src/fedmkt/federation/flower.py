@@ -11,6 +11,8 @@ loads its model once per run. Phases map to Flower message types through `Phase`
 ClientApp registers one handler each. Before them the ServerApp asks every node which client it is
 (`query.who`), then tells each accepted node to build its client (`query.welcome`): model, data and
 alignments to the server's tokenizer are ready by the first phase, built while the server loads its own.
+The run config crosses once per node, with those two; each phase names it by its hash (`config_sha`), so a
+phase message does not grow with the number of clients.
 
 Run config (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`):
   config         path of the FedMKT YAML on the server machine (default: the embedded default)
@@ -40,8 +42,10 @@ ServerApp and ClientApp run; a simulation worker keeps every client of the run i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -58,8 +62,8 @@ from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.protocol import RESIDENT_ENV, ClientFailure, Phase
 from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
 from fedmkt.federation.store import RunStore
-from fedmkt.files import child
-from fedmkt.models import cache_root, peer_tokenizer
+from fedmkt.files import atomic_write_text, child
+from fedmkt.models import BaseModels, cache_root, peer_tokenizer
 from fedmkt.progress import SILENT, LineReporter, Reporter
 from fedmkt.tracking import StepLog
 
@@ -131,7 +135,9 @@ class FlowerTransport:
     def __init__(self, grid: Grid, config: RunConfig, phase_timeout: float, join_timeout: float,
                  reporter: Reporter = SILENT):
         self.grid, self.config, self.reporter = grid, config, reporter
-        self.config_json = config.model_dump_json()  # sent with every message: serialised once
+        # The config goes to each node once, with `query.who` and the welcome; phases name it by its hash.
+        self.config_json = config.model_dump_json()
+        self.config_sha = config_hash(self.config_json)
         self.phase_timeout = phase_timeout
         self.node_of = self._join(join_timeout)
         self._welcome()
@@ -220,7 +226,7 @@ class FlowerTransport:
         for name, payload in payloads.items():
             if name in self.node_of:
                 names.append(name)
-                payload = dict(payload, config=self.config_json)
+                payload = dict(payload, config_sha=self.config_sha)
                 messages.append(Message(RecordDict({RECORD: ConfigRecord(payload)}), dst_node_id=self.node_of[name],
                                         message_type=phase.value, ttl=self.phase_timeout + 60))
         if not messages:
@@ -267,6 +273,8 @@ def server_main(grid: Grid, context: Context) -> None:
 
 client_app = ClientApp()
 _RUNTIMES: dict[tuple[str, str], ClientRuntime] = {}  # kept while this process lives
+_CONFIGS: dict[str, str] = {}  # run configs this process was sent, by hash
+_BASES: dict[str, BaseModels] = {}  # per run (config): the base models its clients in this process share
 _BUILDING = threading.RLock()  # a phase waits for the build the welcome started
 
 
@@ -339,9 +347,40 @@ def node_overrides(node: dict, config: RunConfig, name: str) -> dict:
     return update
 
 
-def _runtime(message: Message, context: Context) -> ClientRuntime:
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _config_dir(context: Context) -> Path:
+    """Where a node keeps the run configs it was sent (a process per message reads them back here)."""
+    node = context.node_config
+    return child(Path(str(node["state-dir"])) if node.get("state-dir") else cache_root() / "nodes", "configs")
+
+
+def _config_text(message: Message, context: Context, keep: bool = False) -> str:
+    """The run config a message is for: sent whole with `query.who` and the welcome (kept: `keep`, by an
+    accepted node only), named by its hash in every phase."""
     payload = _record(message)
-    config = parse_config(json.loads(payload["config"]))
+    if "config" in payload:
+        text = str(payload["config"])
+        sha = config_hash(text)
+        if keep and sha not in _CONFIGS:
+            _CONFIGS[sha] = text
+            atomic_write_text(child(_config_dir(context), f"{sha}.json"), text)
+        return text
+    sha = str(payload.get("config_sha", ""))
+    if sha not in _CONFIGS:
+        kept = child(_config_dir(context), f"{sha}.json") if re.fullmatch(r"[0-9a-f]{64}", sha) else None
+        if kept is None or not kept.is_file() or config_hash(kept.read_text()) != sha:
+            raise ValueError(f"this node was never sent run config {sha[:16]} (it comes once, with the server's "
+                             f"welcome); restart the run so that the server welcomes this node")
+        _CONFIGS[sha] = kept.read_text()
+    return _CONFIGS[sha]
+
+
+def _runtime(message: Message, context: Context) -> ClientRuntime:
+    text = _config_text(message, context)
+    config = parse_config(json.loads(text))
     name = _node_name(context, config)
     if name not in [c.name for c in config.clients]:
         raise ValueError(f"node config name={name!r} is not a client of this run ({[c.name for c in config.clients]})")
@@ -349,7 +388,7 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
     if update:
         config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
                                                        for c in config.clients]})
-    key = (name, payload["config"])
+    key = (name, text)
     with _BUILDING:
         if key not in _RUNTIMES:
             _RUNTIMES[key] = _build(key, config, name, context)
@@ -363,8 +402,11 @@ def _build(key: tuple[str, str], config: RunConfig, name: str, context: Context)
     seed_everything(config.seed)
     for other in [k for k in _RUNTIMES if k[1] != key[1]]:  # another run's clients: free their memory
         del _RUNTIMES[other]
+    for other in [k for k in _BASES if k != key[1]]:
+        del _BASES[other]
     started = time.perf_counter()
-    runtime = make_client(config, name, federated_split(config, clients=[name]), store)
+    runtime = make_client(config, name, federated_split(config, clients=[name]), store,
+                          bases=_BASES.setdefault(key[1], BaseModels()))
     _note_load(store, time.perf_counter() - started)
     runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
     return runtime
@@ -380,11 +422,12 @@ def _note_load(store: Path, seconds: float) -> None:
 
 @client_app.query("who")
 def who(message: Message, context: Context) -> Message:
-    return _reply(message, {"name": _node_name(context, parse_config(json.loads(_record(message)["config"])))})
+    return _reply(message, {"name": _node_name(context, parse_config(json.loads(_config_text(message, context))))})
 
 
 @client_app.query("welcome")
 def welcome(message: Message, context: Context) -> Message:
+    _config_text(message, context, keep=True)  # the phases to come name it by its hash
     # Only a process that outlives this message builds ahead (a resident one, or a Simulation Engine worker):
     # Flower's default `flwr-clientapp` exits after replying, which would kill the build half way (the first
     # phase builds then, as without a welcome).
@@ -398,7 +441,7 @@ def _build_ahead(message: Message, context: Context) -> None:
     try:
         with _BUILDING:
             runtime = _runtime(message, context)
-            server = parse_config(json.loads(_record(message)["config"])).server.source
+            server = parse_config(json.loads(_config_text(message, context))).server.source
             runtime.party.sender_view(peer_tokenizer(server))  # what the first distill needs
     except Exception as error:  # the first phase message builds again and replies with the error; say so here
         LineReporter().message(f"building this node's client ahead failed ({type(error).__name__}: {error}); the "
@@ -413,6 +456,11 @@ def _serve(phase: Phase, message: Message, context: Context) -> Message:
 @client_app.train("share")
 def share(message: Message, context: Context) -> Message:
     return _serve(Phase.SHARE, message, context)
+
+
+@client_app.query("rows")
+def rows(message: Message, context: Context) -> Message:
+    return _serve(Phase.ROWS, message, context)
 
 
 @client_app.train("private")
@@ -441,5 +489,5 @@ def set_adapter(message: Message, context: Context) -> Message:
 
 
 # Phase -> its handler above (a test checks every phase has one, registered under the phase's message type).
-FLOWER_HANDLERS = {Phase.SHARE: share, Phase.PRIVATE: private, Phase.DISTILL: distill, Phase.EVALUATE: evaluate,
+FLOWER_HANDLERS = {Phase.SHARE: share, Phase.ROWS: rows, Phase.PRIVATE: private, Phase.DISTILL: distill, Phase.EVALUATE: evaluate,
                    Phase.GET_ADAPTER: get_adapter, Phase.SET_ADAPTER: set_adapter}

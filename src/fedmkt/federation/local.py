@@ -18,6 +18,7 @@ from fedmkt.federation.protocol import ClientFailure, Phase
 from fedmkt.federation.roles import Party
 from fedmkt.federation.setup import federated_split, make_client, make_server, seed_everything
 from fedmkt.federation.store import RunStore
+from fedmkt.models import BaseModels
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.records import RoundRecord
 from fedmkt.tracking import StepLog
@@ -43,7 +44,7 @@ class LocalFederation:
     """The server and every client in this process, with their adapters in one run folder."""
 
     def __init__(self, config: RunConfig, reporter: Reporter = SILENT, questions: list[Question] | None = None,
-                 resume: bool = False, zero_shot_cache: Path | None = None):
+                 resume: bool = False, zero_shot_cache: Path | None = None, share_bases: bool = True):
         self.config = config
         self.reporter = reporter
         self.resume = resume
@@ -52,8 +53,11 @@ class LocalFederation:
         self.store = RunStore.open(config, resume, zero_shot_cache)
         reporter.message(f"loading models server={config.server.source} "
                          f"clients={[c.model.source for c in config.clients]}")
-        self.server = make_server(config, self.split, reporter)
-        self.runtimes = {c.name: make_client(config, c.name, self.split, self.store.root, reporter)
+        # One frozen base per model in this process, each party with its own adapter on it (share_bases=False:
+        # a copy each, as before; a test holds the two equal).
+        bases = BaseModels() if share_bases else None
+        self.server = make_server(config, self.split, reporter, bases)
+        self.runtimes = {c.name: make_client(config, c.name, self.split, self.store.root, reporter, bases)
                          for c in config.clients}
         self.coordinator = Coordinator(config, self.server, self.split, LocalTransport(self.runtimes), self.store,
                                        reporter, clients_known=True)

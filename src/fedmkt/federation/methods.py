@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
+
+import numpy as np
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.protocol import (ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes,
-                                        reply_from_wire)
+                                        reply_from_wire, uids_to_wire)
 from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import Reporter
-from fedmkt.selection import SenderFailure, SenderKnowledge
+from fedmkt.selection import SenderFailure, SenderKnowledge, rows_won_by, won_examples
 from fedmkt.records import RoundRecord, Timing, WireBytes, bounded_text, shown
+
+
+DECODE_THREADS = 4  # packets decoded at once on the server (the 2-core CI machine gains from 2)
 
 
 class Transport(Protocol):
@@ -170,18 +176,44 @@ class FedMKT(Method):
     def new_record(self, round_no: int) -> RoundRecord:
         return RoundRecord(round=round_no, aligned_fraction={})
 
-    def _received(self, rnd: RoundContext) -> tuple[list[SenderKnowledge], int]:
-        """Steps (1)-(3): the clients' packets, each checked and aligned on its own, so that whatever is
-        wrong with one (bytes, size, tokenizer, public set, CE claims, alignment) drops that client only."""
-        senders, up = [], 0
-        for name, reply in rnd.ask(Phase.SHARE, rnd.clients).items():
+    @property
+    def two_step(self) -> bool:
+        return self.config.fedmkt.two_step
+
+    def _decoded(self, blobs: dict[str, bytes]) -> dict[str, KnowledgePacket | Exception]:
+        """Every client's packet decoded at once, in threads (xz and numpy release the GIL); a failure is kept
+        as that client's."""
+        def decode(data: bytes) -> KnowledgePacket | Exception:
             try:
-                packet = KnowledgePacket.from_bytes(reply.packet, max_bytes=self.config.fedmkt.max_packet_bytes,
-                                                    max_decoded=self.config.fedmkt.max_decoded_bytes)
-                if packet.sender != name:
-                    raise PacketError(f"packet from client '{name}' claims to come from {shown(packet.sender)}")
-                senders.append(self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name])),
-                                                   rnd.number, Phase.SHARE.value))
+                return KnowledgePacket.from_bytes(data, max_bytes=self.config.fedmkt.max_packet_bytes,
+                                                  max_decoded=self.config.fedmkt.max_decoded_bytes)
+            except Exception as error:
+                return error
+
+        if len(blobs) < 2:
+            return {name: decode(data) for name, data in blobs.items()}
+        with ThreadPoolExecutor(max_workers=min(len(blobs), DECODE_THREADS)) as pool:
+            return dict(zip(blobs, pool.map(decode, blobs.values())))
+
+    def _take_in(self, name: str, packet: KnowledgePacket | Exception, rnd: RoundContext,
+                 phase: Phase) -> SenderKnowledge:
+        """One client's decoded packet checked (nothing in it trusted) and mapped: PacketError names what is wrong."""
+        if isinstance(packet, Exception):
+            raise packet
+        if packet.sender != name:
+            raise PacketError(f"packet from client '{name}' claims to come from {shown(packet.sender)}")
+        return self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name])), rnd.number, phase.value)
+
+    def _received(self, rnd: RoundContext) -> tuple[list[SenderKnowledge], int]:
+        """Steps (1)-(3): the clients' packets (two-step: their cross-entropies only), each checked and aligned
+        on its own, so that whatever is wrong with one (bytes, size, tokenizer, public set, CE claims,
+        alignment) drops that client only."""
+        senders, up = [], 0
+        replies = rnd.ask(Phase.SHARE, rnd.clients)
+        packets = self._decoded({name: reply.packet for name, reply in replies.items()})
+        for name, reply in replies.items():
+            try:
+                senders.append(self._take_in(name, packets[name], rnd, Phase.SHARE))
                 up += len(reply.packet)
                 rnd.record.private_loss[name] = reply.private_loss
             except PacketError as error:
@@ -191,12 +223,73 @@ class FedMKT(Method):
         rnd.require([s.packet.sender for s in senders], Phase.SHARE)
         return senders, up
 
+    def _with_won_rows(self, rnd: RoundContext, senders: list[SenderKnowledge]) -> tuple[list[SenderKnowledge], int]:
+        """Two-step upload, step 2: each sender is asked for the top-K rows of the examples selection takes from
+        it, which must come with the cross-entropies it sent first. A sender whose rows fail is dropped, which
+        changes the selection: the others are asked again until every selected row is in (as one-step would
+        have selected without that sender)."""
+        up = 0
+        while senders:
+            names = [s.packet.sender for s in senders]
+            won = won_examples(self.server.public_uids, self.server.select(senders), names)
+            missing = {s.packet.sender: won[s.packet.sender] for s in senders if _lacks(s.packet, won[s.packet.sender])}
+            if not missing:
+                break
+            replies = rnd.call(Phase.ROWS, {n: Request(rnd.number, uids=uids_to_wire(u)) for n, u in missing.items()})
+            packets = self._decoded({name: reply.packet for name, reply in replies.items()})
+            arrived: dict[str, SenderKnowledge] = {}
+            for first in [s for s in senders if s.packet.sender in missing]:
+                name = first.packet.sender
+                if name not in replies:  # it failed the call (dropped there)
+                    continue
+                try:
+                    rows = self._take_in(name, packets[name], rnd, Phase.ROWS)
+                    if not (np.array_equal(rows.packet.example_ids, first.packet.example_ids)
+                            and np.array_equal(rows.packet.ce, first.packet.ce)):
+                        raise PacketError("its cross-entropies differ from those it sent in the first step")
+                    if _lacks(rows.packet, missing[name]):
+                        raise PacketError(f"it was asked for the rows of {len(missing[name])} examples and left some out")
+                    arrived[name] = rows
+                    up += len(replies[name].packet)
+                except Exception as error:  # its rows are unusable: drop it alone, the others are asked again
+                    rnd.drop(name, Phase.ROWS, str(error) if isinstance(error, PacketError)
+                             else f"{type(error).__name__}: {error}")
+            # In their first order: ties in selection go to the first sender, as in the one-step exchange.
+            senders = [arrived.get(s.packet.sender, s) for s in senders
+                       if s.packet.sender not in missing or s.packet.sender in arrived]
+        return senders, up
+
+    def _down(self, own: KnowledgePacket, rnd: RoundContext, live: list[str],
+              uploaded: dict[str, KnowledgePacket]) -> dict[str, bytes]:
+        """Step (6) per client. Two-step: the server's cross-entropies on every example and its rows only where,
+        by that client's cross-entropies from the upload, selection there takes them (the client checks the
+        rule against its own and refuses knowledge that withholds a row it selects). Otherwise whole."""
+        def wire(packet: KnowledgePacket) -> bytes:
+            return packet.to_bytes(self.config.fedmkt.logprob_bits, round_no=rnd.number, phase=Phase.DISTILL.value)
+
+        whole = None
+        out = {}
+        for name in live:
+            if self.two_step and name in uploaded:
+                out[name] = wire(own.restricted(rows_won_by(own, uploaded[name], self.config.fedmkt.selection)))
+            else:
+                whole = whole or wire(own)
+                out[name] = whole
+        return out
+
     def train_round(self, rnd: RoundContext) -> None:
         record = rnd.record
+        uploaded: dict[str, KnowledgePacket] = {}
         if self.config.fedmkt.llm_training:
             peers, up = self._received(rnd)
+            uploaded = {p.packet.sender: p.packet for p in peers}
             stats = None
             while peers and stats is None:  # steps (4)-(5); a sender whose knowledge breaks them is dropped
+                if self.two_step:
+                    peers, more = self._with_won_rows(rnd, peers)
+                    up += more
+                    if not peers:
+                        break
                 try:
                     stats = self.server.absorb(peers)
                 except SenderFailure as failure:
@@ -207,19 +300,24 @@ class FedMKT(Method):
                 record.aligned_fraction["server"] = stats.aligned_fraction
             live = [p.packet.sender for p in peers]
         else:  # LLM2SLM: the frozen LLM needs no client knowledge, so clients only fine-tune (step 1)
-            peers, up = [], 0
+            up = 0
             live = fine_tune_privately(rnd, rnd.clients)
-        down = self.server.share_knowledge().to_bytes(self.config.fedmkt.logprob_bits, round_no=rnd.number,
-                                                      phase=Phase.DISTILL.value)  # step (6)
-        distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=down, tokenizer=self.config.server.source)
-                                             for n in live})
+        down = self._down(self.server.share_knowledge(), rnd, live, uploaded)  # step (6)
+        distilled = rnd.call(Phase.DISTILL, {n: Request(rnd.number, packet=packet, tokenizer=self.config.server.source)
+                                             for n, packet in down.items()})
         for name, reply in distilled.items():  # step (7) happened on each client
             record.kd_loss[name] = reply.loss
             record.selection[name] = reply.selected
             record.aligned_fraction[name] = reply.aligned
         if self.config.fedmkt.fedavg_slms:
             self.average_client_adapters(rnd, list(distilled))
-        record.bytes = WireBytes(up_per_client=up / max(len(peers), 1), down=len(down) * len(live))
+        record.bytes = WireBytes(up_per_client=up / max(len(uploaded), 1), down=sum(len(p) for p in down.values()))
+
+
+def _lacks(packet: KnowledgePacket, uids: list[int]) -> bool:
+    """Whether the packet lacks the top-K rows of any of `uids`."""
+    index = packet.index()
+    return any(not packet.carries(index[u]) for u in uids)
 
 
 class Standalone(Method):

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
 
+import numpy as np
 import torch
 from safetensors.torch import load, save
 
@@ -26,7 +27,9 @@ from fedmkt.records import ANSWERS, PER_QUESTION
 class Phase(str, Enum):
     """The requests of a round; the value is the Flower message type."""
 
-    SHARE = "train.share"  # (1)+(2): private SFT, then knowledge on the public set -> packet bytes
+    SHARE = "train.share"  # (1)+(2): private SFT, then knowledge on the public set -> packet bytes (two-step
+    # exchange: its cross-entropies only)
+    ROWS = "query.rows"  # two-step exchange, step 2: the top-K rows of the examples selection took from it
     PRIVATE = "train.private"  # private SFT only (standalone and FedAvg baselines)
     DISTILL = "train.distill"  # (7): absorb the LLM's packet -> statistics
     EVALUATE = "evaluate"  # scores on the evaluation sets
@@ -65,6 +68,7 @@ class Request:
     tokenizer: str | None = None  # DISTILL: the LLM's model source, whose tokenizer the packet uses
     adapter: bytes | None = None  # SET_ADAPTER: safetensors bytes
     public_set: str | None = None  # content hash of the server's public set: a client holding another refuses
+    uids: bytes | None = None  # ROWS: the public examples whose rows are asked for (uids_to_wire)
 
     def to_wire(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -74,7 +78,19 @@ class Request:
         return cls(round=int(data.get("round", 0)), packet=data.get("packet"),
                    tokenizer=None if data.get("tokenizer") is None else str(data["tokenizer"]),
                    adapter=data.get("adapter"),
-                   public_set=None if data.get("public_set") is None else str(data["public_set"]))
+                   public_set=None if data.get("public_set") is None else str(data["public_set"]),
+                   uids=data.get("uids"))
+
+
+def uids_to_wire(uids: list[int]) -> bytes:
+    return np.asarray(uids, dtype="<i8").tobytes()
+
+
+def uids_from_wire(data) -> list[int]:
+    """Example ids as sent (int64 little-endian); ClientFailure when they are not."""
+    if not isinstance(data, bytes) or len(data) % 8:
+        raise ClientFailure(f"the example ids asked for are not int64 bytes ({type(data).__name__})")
+    return [int(u) for u in np.frombuffer(data, dtype="<i8")]
 
 
 # -- replies: each field says how it crosses and what values it may hold --------------------------------
@@ -241,6 +257,11 @@ class ShareReply(Reply):
 
 
 @dataclass
+class RowsReply(Reply):
+    packet: bytes = wire_field(Blob(), b"")
+
+
+@dataclass
 class PrivateReply(Reply):
     private_loss: float = wire_field(LOSS, float("nan"))
 
@@ -283,7 +304,7 @@ class AdapterReply(Reply):
     adapter: bytes = wire_field(Blob(), b"")
 
 
-REPLIES: dict[Phase, type[Reply]] = {Phase.SHARE: ShareReply, Phase.PRIVATE: PrivateReply,
+REPLIES: dict[Phase, type[Reply]] = {Phase.SHARE: ShareReply, Phase.ROWS: RowsReply, Phase.PRIVATE: PrivateReply,
                                      Phase.DISTILL: DistillReply, Phase.EVALUATE: EvaluateReply,
                                      Phase.GET_ADAPTER: AdapterReply, Phase.SET_ADAPTER: Reply}
 

@@ -67,14 +67,17 @@ class Party:
 
     def __init__(self, name: str, loaded: LoadedModel, lora: LoraSpec, train: TrainSpec, fedmkt: FedMKTSpec,
                  public: list[Question], seed: int = 0, reporter: Reporter = SILENT, eval_scoring: str = "letter",
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, shared: bool = False):
+        """shared: `loaded` is a base another party holds (BaseModels): this party adds an adapter of its own."""
         self.name = name
         self.source = loaded.name
         self.tokenizer = loaded.tokenizer
+        self.adapter = f"adapter_{len(loaded.model.peft_config)}" if shared else "default"
         # The adapter's initial weights depend on this party's seed alone, not on how many parties (or which
         # runner: local or Flower) drew from the global RNG before it.
         with seeded(seed, loaded.device):
-            self.model = attach_lora(loaded.model, lora, source=loaded.name)
+            self.model = attach_lora(loaded.model, lora, source=loaded.name, adapter=self.adapter)
+        loaded.model = self.model  # a party sharing this base next adds its adapter to this model
         self.device = loaded.device
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
         self.system_prompt = system_prompt  # how it renders chat examples, in training and evaluation alike
@@ -94,6 +97,13 @@ class Party:
         self._pooled: tuple[list[int], list[Encoded]] | None = None  # (uids, encodings) of centralized SFT
 
     @property
+    def active(self):
+        """The model with this party's adapter switched on (parties of one shared base take turns)."""
+        if self.model.active_adapter != self.adapter:
+            self.model.set_adapter(self.adapter)
+        return self.model
+
+    @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
@@ -106,7 +116,7 @@ class Party:
         what was sent)."""
         if self._knowledge is None:
             self._knowledge = extract_knowledge(
-                self.model, self.public, self.pad_id, self.fedmkt.top_k, self.train_spec.batch_size,
+                self.active, self.public, self.pad_id, self.fedmkt.top_k, self.train_spec.batch_size,
                 sender=self.name, tokenizer_id=self.fingerprint, vocab_size=int(self.model.config.vocab_size),
                 clock=self.clock, reporter=self.reporter)
             self._knowledge.public_set = self.public_hash
@@ -120,7 +130,7 @@ class Party:
             def on_step(record: dict) -> None:
                 self.step_log({"party": self.name, "round": self.round, "what": description, **record})
         epochs = self.train_spec.epochs or epochs
-        return train_lora(self.model, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
+        return train_lora(self.active, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
                           self.reporter, f"{self.name}: {description}", on_step=on_step, **kd)
 
     def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> SenderView:
@@ -154,12 +164,21 @@ class Party:
                                    round=round_no, phase=phase))
         return SenderKnowledge(peer.packet, view.vmap, view.alignments)
 
+    @property
+    def public_uids(self) -> list[int]:
+        return [e.uid for e in self.public]
+
+    def select(self, senders: list[SenderKnowledge]) -> np.ndarray:
+        """Step (4) alone, from the cross-entropies: weights [1 + C, N] over (own, senders) per public example
+        (what `absorb` trains on; the two-step exchange asks each sender for the rows it won)."""
+        return select_sources(*gather_ce(self.public_uids, self.share_knowledge(), senders), self.fedmkt.selection)
+
     def absorb(self, senders: list[SenderKnowledge]) -> AbsorbStats:
         """Steps (4)-(5) on the server, (7) on a client: select per example among own and the received
         knowledge (DualMinCE), build the soft targets, train λ·CE + (1-λ)·soft CE."""
         own = self.share_knowledge()
-        uids = [e.uid for e in self.public]
-        weights = select_sources(*gather_ce(uids, own, senders), self.fedmkt.selection)
+        uids = self.public_uids
+        weights = self.select(senders)
         targets = build_targets(uids, weights, own, senders, {e.uid: e.answer_ids for e in self.public})
         loss = self._train(self.public, self.fedmkt.kd_epochs, "distill",
                            targets=lambda e: (targets[e.uid].ids, targets[e.uid].probs),
@@ -180,7 +199,7 @@ class Party:
         what = f"{self.name}: evaluation on {questions[0].domain if questions else 'nothing'}"
         task = self.reporter.task(what, len(questions))
         started = time.perf_counter()
-        result = evaluate_questions(self.model, self.tokenizer, questions, self.train_spec.max_length,
+        result = evaluate_questions(self.active, self.tokenizer, questions, self.train_spec.max_length,
                                     self.train_spec.batch_size, self.clock, scoring=self.eval_scoring,
                                     system=self.system_prompt, task=task)
         task.finish(f"{what}: {len(questions)} questions in {time.perf_counter() - started:.0f}s")
@@ -190,17 +209,18 @@ class Party:
         from peft import get_peft_model_state_dict
 
         # Embeddings are never adapted: peft need not look the base up (a Hub query at every checkpoint).
-        state = get_peft_model_state_dict(self.model, save_embedding_layers=False)
+        state = get_peft_model_state_dict(self.model, adapter_name=self.adapter, save_embedding_layers=False)
         return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in state.items()})
+        set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in state.items()},
+                                  adapter_name=self.adapter)
         self._knowledge = None
 
     def save_adapter(self, directory: Path) -> None:
-        save_adapter(self.model, directory)
+        save_adapter(self.model, directory, self.adapter)
 
 
 class ClientParty(Party):

@@ -21,7 +21,7 @@ from fedmkt.data.splits import federated_split as draw_split
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.protocol import SERVER
 from fedmkt.federation.roles import ClientParty, Party
-from fedmkt.models import LoadedModel, ModelNotFoundError, load_model
+from fedmkt.models import BaseModels, LoadedModel, ModelNotFoundError, load_model
 from fedmkt.progress import SILENT, Reporter
 
 
@@ -46,32 +46,36 @@ def federated_split(config: RunConfig, questions: list[Question] | None = None,
     return draw_split(config, clients, presets=questions)
 
 
-def _load(spec: ModelSpec, field: str, seed: int) -> LoadedModel:
+def _load(spec: ModelSpec, field: str, seed: int, bases: BaseModels | None) -> tuple[LoadedModel, bool]:
+    """The party's base model, and whether another party of this process already holds it (shared: `bases`)."""
     try:
-        return load_model(spec, seed=seed)
+        if bases is None:
+            return load_model(spec, seed=seed), False
+        return bases.load(spec, seed=seed)
     except ModelNotFoundError as error:
         raise ModelNotFoundError(f"field `{field}`: {error}") from None
 
 
-def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT) -> Party:
+def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = SILENT,
+                bases: BaseModels | None = None) -> Party:
     seed = config.seed_for("server")
-    return Party(SERVER, _load(config.server, "server.source", seed), lora=config.lora_for("server"),
-                 train=config.train_for("server"),
+    loaded, shared = _load(config.server, "server.source", config.seed, bases)
+    return Party(SERVER, loaded, lora=config.lora_for("server"), train=config.train_for("server"),
                  fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
-                 eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for("server"))
+                 eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for("server"), shared=shared)
 
 
 def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path | None,
-                reporter: Reporter = SILENT) -> ClientRuntime:
+                reporter: Reporter = SILENT, bases: BaseModels | None = None) -> ClientRuntime:
+    """A client's runtime; `bases`: the base models of this process, shared by the parties of one model."""
     index = [c.name for c in config.clients].index(name)
     spec = config.clients[index]
     if name not in split.private:
         raise DataError(f"client '{name}' has no private data: set clients.{index}.private (or clients.{index}.domains "
                         f"for a benchmark preset), or, on a Flower SuperNode, private-data in its node config")
-    seed = config.seed_for(name)
-    party = ClientParty(name, _load(spec.model, f"clients.{index}.model.source", seed), lora=config.lora_for(name),
-                        train=config.train_for(name),
-                        fedmkt=config.fedmkt, public=split.public, seed=seed, reporter=reporter,
+    loaded, shared = _load(spec.model, f"clients.{index}.model.source", config.seed, bases)
+    party = ClientParty(name, loaded, lora=config.lora_for(name), train=config.train_for(name),
+                        fedmkt=config.fedmkt, public=split.public, seed=config.seed_for(name), reporter=reporter,
                         private=split.private[name], eval_scoring=config.data.eval_scoring,
-                        system_prompt=config.system_prompt_for(name))
+                        system_prompt=config.system_prompt_for(name), shared=shared)
     return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name))
