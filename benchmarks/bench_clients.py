@@ -11,9 +11,13 @@ in a fresh process; its clients' bytes are made before the measurement starts. R
                                process held before it (server model, clients' bytes ready), without the
                                model's training step (whose memory does not depend on C): the soft
                                targets it would train on are built all the same
+  server traced peak           the same round run again under tracemalloc: the peak of what Python and numpy
+                               allocate in it (the xz compressor's ~94 MiB included), free of the allocator's
+                               fragmentation that the resident figure carries
   server non-model CPU/client  the round's wall time (training step and the clients' work left out), per client
 Federation (one process): 64 tiny clients of one family sampled 8 a round, private sets cut from MMLU by
-an IID partition, two rounds: peak resident memory and wall time.
+an IID partition, two rounds: peak resident memory and wall time, with one shared base and with a copy of
+the base per client.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -139,15 +144,20 @@ def server_cell(clients: int, exchange: str) -> dict:
         wall = time.perf_counter() - started - transport.seconds
         peak = status_kib("VmHWM")
         assert not rnd.record.dropped, rnd.record.dropped
+        tracemalloc.start()  # the same round again, every allocation Python and numpy make counted
+        method.train_round(RoundContext(1, transport, SILENT, method.new_record(1), server.public_hash, clients=names))
+        traced = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         return {"clients": clients, "exchange": exchange, "public": PUBLIC,
                 "positions_per_client": int(knowledge.offsets[-1]),
                 "up_bytes_per_client": round(rnd.record.bytes.up_per_client),
                 "down_bytes_per_client": round(sum(down.values()) / clients),
                 "server_peak_above_start_mib": round((peak - before) / 1024, 1),
+                "server_traced_peak_mib": round(traced / 2**20, 1),
                 "server_non_model_cpu_per_client_ms": round(1000 * wall / clients, 1)}
 
 
-def federation_cell() -> dict:
+def federation_cell(share_bases: bool) -> dict:
     from fedmkt.config import parse_config
     from fedmkt.federation.local import LocalFederation
 
@@ -159,16 +169,17 @@ def federation_cell() -> dict:
                             "clients": {"count": 64, "template": {"model": {"source": "tiny:smollm2-135m-instruct"}},
                                         "partition": {"data": {"source": "mmlu", "size": 128}}}})
         started = time.perf_counter()
-        run_dir = LocalFederation(cfg).run()
+        run_dir = LocalFederation(cfg, share_bases=share_bases).run()
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        return {"benchmark": "federation", "clients": 64, "per_round": 8, "rounds": 2,
+        return {"benchmark": "federation", "clients": 64, "per_round": 8, "rounds": 2, "shared_base": share_bases,
                 "sampled_round_1": len(metrics["rounds"][0]["sampled"]),
                 "peak_rss_mib": round(status_kib("VmHWM") / 1024), "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:
     if len(sys.argv) > 1:  # a child: one cell
-        cell = federation_cell() if sys.argv[1] == "federation" else server_cell(int(sys.argv[1]), sys.argv[2])
+        cell = (federation_cell(sys.argv[2] == "shared") if sys.argv[1] == "federation"
+                else server_cell(int(sys.argv[1]), sys.argv[2]))
         print(json.dumps(cell))
         return
     rows = []
@@ -183,9 +194,11 @@ def main() -> None:
                     for e in ("one_step", "two_step"))
         two["up_over_one_step"] = round(two["up_bytes_per_client"] / one["up_bytes_per_client"], 3)
         two["down_over_one_step"] = round(two["down_bytes_per_client"] / one["down_bytes_per_client"], 3)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_clients", "federation"], check=True,
-                         capture_output=True, text=True).stdout
-    rows.append(json.loads(out.strip().splitlines()[-1]))
+    for how in ("shared", "copies"):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_clients", "federation", how], check=True,
+                             capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
     record("clients", rows)
 
 

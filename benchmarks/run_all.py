@@ -85,18 +85,21 @@ def clients_table() -> str:
     rows = json.loads((RESULTS / "clients.json").read_text())
     server = [r for r in rows if r["benchmark"] == "server"]
     lines = ["| clients | up bytes per client: two-step / one-step (ratio) | down bytes per client: two-step / "
-             "one-step (ratio) | server peak above start, MiB: two-step / one-step | server CPU per client, ms: "
-             "two-step / one-step |", "|---|---|---|---|---|"]
+             "one-step (ratio) | server peak above start, MiB: two-step / one-step | server traced peak, MiB: "
+             "two-step / one-step | server CPU per client, ms: "
+             "two-step / one-step |", "|---|---|---|---|---|---|"]
     for two in (r for r in server if r["exchange"] == "two_step"):
         one = next(r for r in server if r["clients"] == two["clients"] and r["exchange"] == "one_step")
         lines.append(f"| {two['clients']} | {two['up_bytes_per_client']} / {one['up_bytes_per_client']} "
                      f"({two['up_over_one_step']}) | {two['down_bytes_per_client']} / {one['down_bytes_per_client']} "
                      f"({two['down_over_one_step']}) | {two['server_peak_above_start_mib']} / "
-                     f"{one['server_peak_above_start_mib']} | {two['server_non_model_cpu_per_client_ms']} / "
+                     f"{one['server_peak_above_start_mib']} | {two['server_traced_peak_mib']} / "
+                     f"{one['server_traced_peak_mib']} | {two['server_non_model_cpu_per_client_ms']} / "
                      f"{one['server_non_model_cpu_per_client_ms']} |")
     for f in (r for r in rows if r["benchmark"] == "federation"):
-        lines += ["", f"{f['clients']} tiny clients of one model in one process, {f['per_round']} sampled a round, "
-                      f"{f['rounds']} rounds: peak resident memory {f['peak_rss_mib']} MiB, {f['wall_s']} s."]
+        base = "one shared base" if f["shared_base"] else "a copy of the base each"
+        lines += ["", f"{f['clients']} tiny clients of one model in one process ({base}), {f['per_round']} sampled a "
+                      f"round, {f['rounds']} rounds: peak resident memory {f['peak_rss_mib']} MiB, {f['wall_s']} s."]
     return "\n".join(lines)
 
 
