@@ -42,6 +42,7 @@ class FakeServer:
         self.clock = ComputeClock()
         self.train_calls = 0
         self.public_hash = "fake-public-set"
+        self.public_sha256 = "0" * 64
         self.absorbed: list[list[str]] = []
         self.supervised: list[int] = []
 

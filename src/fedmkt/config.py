@@ -224,6 +224,10 @@ class ClientSpec(_Strict):
     public_key: str | None = Field(
         None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
                           "path of its .pub file) that a node claiming this name must hold")
+    public_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="the public set this client agreed to (the SHA-256 a run logs "
+        "at its start): it refuses a run whose public set hashes otherwise. On Flower pin it in the node config "
+        "(public-set-sha256=...), which the server cannot change")
     part: int | None = Field(None, ge=0, description="its private data is part `part` of `private_partition` "
                                                       "(set for each client a `clients: {count: ...}` group makes)")
 

@@ -40,10 +40,15 @@ class Question:
 
 def set_hash(questions: list[Question]) -> str:
     """Content hash of a set of examples, in order: parties compare it to know they hold the same public set."""
+    return set_sha256(questions)[:16]
+
+
+def set_sha256(questions: list[Question]) -> str:
+    """The full SHA-256 of a set of examples, in order: what a client pins its public set to."""
     digest = hashlib.sha256()
     for q in questions:
         fields = astuple(q)
         fields = fields if q.cloze else fields[:-1]  # lettered sets keep the hash they had before cloze existed
         digest.update(json.dumps(fields, ensure_ascii=False).encode())
         digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()

@@ -44,8 +44,10 @@ class ClientRuntime:
     """
 
     def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None,
-                 own_evaluation: list[Question] | None = None):
+                 own_evaluation: list[Question] | None = None, pinned_public: str | None = None):
+        """pinned_public: the SHA-256 of the public set this client agreed to; it serves no run on another."""
         self.party = party
+        self.pinned_public = pinned_public
         self.evaluation = evaluation
         self.own_evaluation = own_evaluation or []  # its own held-out set: scored under OWN, never sent
         self.store = store
@@ -123,6 +125,11 @@ class ClientRuntime:
     def serve(self, phase: Phase, request: Request) -> Reply:
         party = self.party
         party.round = request.round
+        if self.pinned_public is not None and party.public_sha256 != self.pinned_public:
+            # A "public" set chosen by the server could hold texts it suspects are private: this client's
+            # cross-entropies on them would tell which are (a membership oracle).
+            raise ClientFailure(f"client '{party.name}' pins public set sha256 {self.pinned_public[:16]}..., this "
+                                f"run's is {party.public_sha256[:16]}... (logged whole at the run's start): refused")
         if request.public_set is not None and request.public_set != party.public_hash:
             raise ClientFailure(f"public set mismatch: the server holds public set {request.public_set}, client "
                                 f"'{party.name}' holds {party.public_hash}; every party must load the same data.public")

@@ -174,6 +174,8 @@ class Coordinator:
     def run(self, resume: bool = False) -> RunMetrics:
         """Algorithm 1: zero-shot, then every round not yet completed; returns the run's metrics."""
         config = self.config
+        self.reporter.message(f"public set: {len(self.split.public)} examples, sha256 {self.server.public_sha256} "
+                              f"(what a client pins with public_sha256 / public-set-sha256)")
         self.prepare()
         completed = self._restore() if resume else 0
         earlier = self.metrics.wall_s if self.metrics is not None and self.metrics.wall_s else 0.0

@@ -344,6 +344,11 @@ def node_overrides(node: dict, config: RunConfig, name: str) -> dict:
         update["private"], update["domains"] = private, None
     if own_eval is not None:
         update["eval"] = own_eval
+    if node.get("public-set-sha256"):  # the node's own pin: the server's config cannot lift it
+        pinned = str(node["public-set-sha256"]).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", pinned):
+            raise ValueError(f"node config public-set-sha256={pinned[:80]!r} is not a SHA-256 (64 hex digits)")
+        update["public_sha256"] = pinned
     return update
 
 

@@ -25,7 +25,7 @@ from fedmkt.alignment.sequence import SequenceAligner
 from fedmkt.alignment.vocab import VocabMap, build_vocab_map
 from fedmkt.config import FedMKTSpec, LoraSpec, TrainSpec
 from fedmkt.data.encoding import Encoded, encode_questions
-from fedmkt.data.questions import Question, set_hash
+from fedmkt.data.questions import Question, set_sha256
 from fedmkt.data.token_text import canonical_tokens, tokenizer_fingerprint
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
@@ -82,7 +82,8 @@ class Party:
         self.train_spec, self.fedmkt, self.seed = train, fedmkt, seed
         self.system_prompt = system_prompt  # how it renders chat examples, in training and evaluation alike
         self._public_questions = {q.uid: q for q in public}
-        self.public_hash = set_hash(public)
+        self.public_sha256 = set_sha256(public)
+        self.public_hash = self.public_sha256[:16]  # what requests and packets carry
         self.public = encode_questions(self.tokenizer, public, train.max_length, system_prompt)
         self.public_by_uid = {e.uid: e for e in self.public}
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)

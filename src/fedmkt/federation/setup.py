@@ -78,4 +78,4 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
                         fedmkt=config.fedmkt, public=split.public, seed=config.seed_for(name), reporter=reporter,
                         private=split.private[name], eval_scoring=config.data.eval_scoring,
                         system_prompt=config.system_prompt_for(name), shared=shared)
-    return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name))
+    return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name), pinned_public=spec.public_sha256)
