@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from fedmkt.method_names import FEDMKT, METHODS, SELECTION_RULES
 from fedmkt.sampling import sample_size
 from fedmkt.yaml_text import YamlRefused, check_size, load_yaml
 
@@ -263,23 +264,16 @@ class ClientGroup(_Strict):
                  **({"part": i} if self.partition is not None else {})} for i in range(self.count)]
 
 
-METHODS = {
-    "fedmkt": "mutual knowledge transfer (LLM2SLM when llm_training is false)",
-    "standalone": "each SLM trains on its own private data, nothing is exchanged",
-    "fedavg": "SLMs train on private data and average their LoRA adapters (same base model)",
-    "centralized": "the LLM trains on all private data plus the public set, pooled",
-}
-
-
 class FedMKTSpec(_Strict):
-    method: Literal["fedmkt", "standalone", "fedavg", "centralized"] = Field(
-        "fedmkt", description="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
+    method: Literal[tuple(METHODS)] = Field(  # type: ignore[valid-type]  (the names of method_names.METHODS)
+        FEDMKT.name, description="; ".join(f"{k}: {v.description}" for k, v in METHODS.items()))
     rounds: int = Field(1, ge=1)
     evaluate_every: int = Field(1, ge=1, description="held-out evaluation after every Nth round and after the "
                                                      "last (at 500 questions a domain it costs about a round)")
     top_k: int = Field(16, ge=1, le=1024)
     ce_weight: float = Field(0.9, ge=0.0, le=1.0, description="lambda: weight of CE on labels")
-    selection: Literal["dual_min_ce", "always", "weighted"] = "dual_min_ce"
+    selection: Literal[tuple(SELECTION_RULES)] = Field(  # type: ignore[valid-type]
+        "dual_min_ce", description="; ".join(f"{k}: {v}" for k, v in SELECTION_RULES.items()))
     exchange: Literal["two_step", "one_step"] = Field(
         "two_step", description="two_step: cross-entropies first, then only the top-K rows selection takes, both "
                                 "ways (the same numbers as one_step, fewer bytes; `weighted` takes every row, so it "

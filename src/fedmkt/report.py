@@ -14,6 +14,7 @@ from fedmkt.config import GridSpec, read_yaml_mapping
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
 from fedmkt.federation.store import RunStore
 from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_numbers
+from fedmkt.method_names import CENTRALIZED, FEDAVG, FEDMKT, LLM2SLM_LABEL, METHODS, STANDALONE, method_label
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
 from fedmkt.stats import KINDS, compare_scores, kind_scores
@@ -21,15 +22,6 @@ from fedmkt.summary import markdown_cell, summary_markdown
 
 
 # -- experiment grids -------------------------------------------------------------------------
-
-def method_label(config: dict) -> str:
-    spec = config["fedmkt"]
-    method = spec.get("method", "fedmkt")
-    if method != "fedmkt":
-        return {"standalone": "Standalone", "fedavg": "FedAvg", "centralized": "Centralized"}[method]
-    label = "FedMKT" if spec["llm_training"] else "LLM2SLM"
-    return label + (" + FedAvg" if spec["fedavg_slms"] else "")
-
 
 def _model_label(spec: dict) -> str:
     layers = spec.get("keep_layers")
@@ -46,7 +38,7 @@ class GridCell:
 
     @property
     def method(self) -> str:
-        return method_label(self.metrics.config)
+        return method_label(self.metrics.config["fedmkt"])
 
     @property
     def final(self) -> Evaluation:
@@ -185,7 +177,8 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
     other matched comparisons of FedMKT's SLMs: against FedAvg and LLM2SLM on the same clients. Without a
     matched cell, no row. Each is judged per kind of result (accuracy, ROUGE-L) by its paired difference on
     the same questions."""
-    of = {label: [c for c in cells if c.method == label] for label in ("Standalone", "Centralized", "FedAvg", "LLM2SLM")}
+    of = {label: [c for c in cells if c.method == label]
+          for label in (STANDALONE.label, CENTRALIZED.label, FEDAVG.label, LLM2SLM_LABEL)}
     claims, others = [], []
 
     def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str,
@@ -197,7 +190,7 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
 
     for cell in cells:
         cfg = cell.metrics.config
-        if cfg["fedmkt"].get("method", "fedmkt") != "fedmkt":
+        if not METHODS[cfg["fedmkt"].get("method", FEDMKT.name)].distills:
             continue
         for client in cfg["clients"]:
             name = client["name"]
@@ -207,11 +200,11 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
             if name in cell.metrics.zero_shot:
                 add(claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name, ours,
                     cell.metrics.zero_shot[name], "round 0")
-            base = _matched(of["Standalone"], partial(_client_key, name=name), cfg, name)
+            base = _matched(of[STANDALONE.label], partial(_client_key, name=name), cfg, name)
             if base is not None:
                 add(claims, f"{cell.method}: SLM {name} beats standalone", cell.name, ours, base.final[name], base.name)
-            if cell.method.startswith("FedMKT"):  # the same clients and server, trained the other ways
-                for label in ("FedAvg", "LLM2SLM"):
+            if cell.method.startswith(FEDMKT.label):  # the same clients and server, trained the other ways
+                for label in (FEDAVG.label, LLM2SLM_LABEL):
                     other = _matched(of[label], _federation_key, cfg, name)
                     if other is not None:
                         add(others, f"{cell.method}: SLM {name} against {label}", cell.name, ours,
@@ -220,7 +213,7 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
             server = cell.final["server"]
             add(claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,
                 cell.metrics.zero_shot["server"], "round 0")
-            pooled = _matched(of["Centralized"], _pooled_key, cfg, "server")
+            pooled = _matched(of[CENTRALIZED.label], _pooled_key, cfg, "server")
             if pooled is not None:
                 add(claims, f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"],
                     pooled.name)
@@ -249,8 +242,8 @@ def _baseline_lines(cells: list[GridCell]) -> dict[str, dict[str, float]]:
     the centralized LLM, per kind of result (accuracy, ROUGE-L)."""
     lines: dict[str, dict[str, float]] = {}
     for cell in cells:
-        parties = [p for p in cell.final if p != "server"] if cell.method == "Standalone" else (
-            ["server"] if cell.method == "Centralized" else [])
+        reference = METHODS[cell.metrics.config["fedmkt"].get("method", FEDMKT.name)].reference
+        parties = {"clients": [p for p in cell.final if p != "server"], "server": ["server"]}.get(reference, [])
         for party in parties:
             for metric in KINDS:
                 if any(metric in r for r in cell.final[party].domains.values()):

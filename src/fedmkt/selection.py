@@ -19,8 +19,8 @@ import numpy as np
 from fedmkt.alignment.transfer import SoftTargets, own_targets, reindex
 from fedmkt.alignment.vocab import VocabMap
 from fedmkt.knowledge import KnowledgePacket, PacketError
+from fedmkt.method_names import SELECTION_RULES
 
-SELECTION_RULES = ("dual_min_ce", "always", "weighted")
 
 
 @dataclass
@@ -88,7 +88,7 @@ def select_sources(own_ce: np.ndarray, peer_ce: np.ndarray, rule: str) -> np.nda
     elif rule == "always":
         take_peer = np.isfinite(best_ce)
     else:
-        raise ValueError(f"unknown selection rule '{rule}'; choose one of {SELECTION_RULES}")
+        raise ValueError(f"unknown selection rule '{rule}'; choose one of {list(SELECTION_RULES)}")
     weights[1 + best[take_peer], np.flatnonzero(take_peer)] = 1.0
     weights[0, ~take_peer] = 1.0
     return weights

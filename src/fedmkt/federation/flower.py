@@ -56,6 +56,7 @@ from flwr.serverapp import Grid, ServerApp
 from pydantic import ValidationError
 
 from fedmkt.config import RunConfig, SetSpec, load_config, parse_config
+from fedmkt.method_names import METHODS
 from fedmkt.yaml_text import YamlRefused, load_yaml
 from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.coordinator import Coordinator
@@ -256,8 +257,9 @@ def server_main(grid: Grid, context: Context) -> None:
     config = load_config(run_config.get("config") or None)
     resume = bool(run_config.get("resume", False))
     seed_everything(config.seed)
-    # The server reads no client's private data; only the centralized baseline pools it (benchmark presets).
-    split = federated_split(config, clients=[c.name for c in config.clients] if config.fedmkt.method == "centralized" else [])
+    # The server reads no client's private data; only a method that pools it does (benchmark presets).
+    pools = METHODS[config.fedmkt.method].pools_private
+    split = federated_split(config, clients=[c.name for c in config.clients] if pools else [])
     store = RunStore.open(config, resume)
     try:
         reporter = LineReporter()

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from fedmkt.config import RunConfig
+from fedmkt.method_names import CENTRALIZED, FEDAVG, STANDALONE
+from fedmkt.method_names import FEDMKT as FEDMKT_INFO
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.protocol import (ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes,
                                         reply_from_wire, uids_to_wire)
@@ -357,9 +359,10 @@ class Centralized(Method):
         rnd.record.private_loss["server"] = self.server.train_supervised(pooled, max(self.config.fedmkt.private_epochs, 1))
 
 
-METHODS: dict[str, type[Method]] = {"fedmkt": FedMKT, "standalone": Standalone, "fedavg": FedAvg,
-                                    "centralized": Centralized}
+# Each name of method_names.METHODS (what it is, its label, what it needs) -> the class that trains it.
+CLASSES: dict[str, type[Method]] = {FEDMKT_INFO.name: FedMKT, STANDALONE.name: Standalone, FEDAVG.name: FedAvg,
+                                    CENTRALIZED.name: Centralized}
 
 
 def method_for(config: RunConfig, server: Party, split: FederatedSplit) -> Method:
-    return METHODS[config.fedmkt.method](config, server, split)
+    return CLASSES[config.fedmkt.method](config, server, split)
