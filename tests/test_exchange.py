@@ -44,8 +44,9 @@ def test_two_step_trains_exactly_what_one_step_trains_on_fewer_bytes(tmp_path, m
             assert r2["bytes"]["up_per_client"] < r1["bytes"]["up_per_client"]
             assert r2["bytes"]["down"] < r1["bytes"]["down"]
         else:  # every source weighs in on every example, so nothing is left out: one step (a packet's size
-            # varies by a few bytes with the order safetensors writes its metadata in)
-            assert r2["bytes"]["up_per_client"] == pytest.approx(r1["bytes"]["up_per_client"], abs=16)
+            # varies by up to ~1% with the order safetensors writes its metadata in; a first step of
+            # cross-entropies would add ~25%)
+            assert r2["bytes"]["up_per_client"] == pytest.approx(r1["bytes"]["up_per_client"], rel=0.03)
 
 
 def test_a_packet_carrying_some_rows_round_trips_and_is_checked_where_it_carries():
