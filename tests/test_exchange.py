@@ -116,3 +116,24 @@ def test_a_client_serves_its_rows_from_its_store_in_a_fresh_process(two_step_fed
                                     "uids": uids_to_wire(uids)})
     with pytest.raises(ClientFailure, match="not in the public set"):
         runtime.handle(Phase.ROWS, {**payload, "uids": uids_to_wire([10**9])})
+
+
+def test_a_fresh_process_distills_from_the_knowledge_it_shared_without_computing_it_again(two_step_federation,
+                                                                                           monkeypatch):
+    from fedmkt.federation import roles
+
+    federation = two_step_federation
+    runtime = federation.runtimes["hum"]
+    public = runtime.party.public_hash
+    runtime.handle(Phase.SHARE, Request(1, public_set=public).to_wire())
+    shared_ce = runtime.shared.ce.copy()
+    runtime.shared, runtime.party._knowledge = None, None  # as a process that did not serve the SHARE
+    down = federation.server.share_knowledge().to_bytes(round_no=1, phase=Phase.DISTILL.value)
+    computed, own_ce = [], []
+    monkeypatch.setattr(roles, "extract_knowledge", lambda *a, **k: computed.append(1))
+    absorb = runtime.party.absorb
+    monkeypatch.setattr(runtime.party, "absorb", lambda senders: own_ce.append(runtime.party._knowledge.ce) or
+                        absorb(senders))
+    runtime.handle(Phase.DISTILL, Request(1, packet=down, tokenizer=federation.config.server.source,
+                                          public_set=public).to_wire())
+    assert not computed and np.array_equal(own_ce[0], shared_ce)

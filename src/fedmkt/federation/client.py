@@ -155,14 +155,20 @@ class ClientRuntime:
             atomic_write_bytes(child(self.store, "shared", f"{self.party.name}.bin"),
                                knowledge.to_bytes(16, compress=False, round_no=round_no, phase=Phase.SHARE.value))
 
-    def _rows(self, request: Request) -> RowsReply:  # two-step exchange, step 2
-        party = self.party
+    def _shared_in(self, round_no: int) -> KnowledgePacket | None:
+        """What this client shared in round `round_no`: in memory, or from its store (a process that did not
+        serve that SHARE); None if it shared nothing then."""
         shared = self.shared
         if shared is None and self.store is not None:
-            path = child(self.store, "shared", f"{party.name}.bin")
+            path = child(self.store, "shared", f"{self.party.name}.bin")
             if path.is_file():
-                shared = KnowledgePacket.from_bytes(path.read_bytes(), max_decoded=party.fedmkt.max_decoded_bytes)
-        if shared is None or shared.round != request.round:
+                shared = KnowledgePacket.from_bytes(path.read_bytes(), max_decoded=self.party.fedmkt.max_decoded_bytes)
+        return shared if shared is not None and shared.round == round_no else None
+
+    def _rows(self, request: Request) -> RowsReply:  # two-step exchange, step 2
+        party = self.party
+        shared = self._shared_in(request.round)
+        if shared is None:
             raise ClientFailure(f"client '{party.name}' is asked for its rows of round {request.round}, but shared "
                                 f"no knowledge in that round")
         asked = uids_from_wire(request.uids)
@@ -186,6 +192,13 @@ class ClientRuntime:
             raise ClientFailure(f"the knowledge sent down claims to come from {shown(packet.sender)}, not the server")
         knowledge = party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))), request.round,
                                   Phase.DISTILL.value)
+        if self.state["round"] == request.round and self.state["phase"] == Phase.SHARE.value:
+            # The adapter is as it was when this round's knowledge was shared: a process that did not serve the
+            # SHARE takes that knowledge (float16 as computed) instead of computing it again, so its own
+            # cross-entropies are exactly those the server chose the rows sent down by.
+            shared = self._shared_in(request.round)
+            if shared is not None:
+                party.adopt_knowledge(replace(shared, phase=""))
         stats = party.absorb([knowledge])
         self._persist(request.round, Phase.DISTILL, snapshot=True)
         return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)

@@ -123,6 +123,11 @@ class Party:
             self._knowledge.public_set = self.public_hash
         return self._knowledge
 
+    def adopt_knowledge(self, packet: KnowledgePacket) -> None:
+        """Take `packet` as this party's knowledge of its current model (computed by an earlier process from the
+        same adapter), instead of computing it again."""
+        self._knowledge = packet
+
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
         """Train on `examples` for this party's `train.epochs`, or `epochs` (the run's) where it sets none."""
         self._knowledge = None  # the model changes: its knowledge must be measured again
