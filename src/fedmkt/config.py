@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"  # clients, runs, grid cells: also safe folder names
+SHA256_PATTERN = r"^[0-9a-f]{64}$"  # a full SHA-256 in hex (public-set pins)
 
 
 class _Strict(BaseModel):
@@ -226,7 +227,7 @@ class ClientSpec(_Strict):
         None, description="Flower deployments: the SuperNode authentication public key (OpenSSH text, or the "
                           "path of its .pub file) that a node claiming this name must hold")
     public_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="the public set this client agreed to (the SHA-256 a run logs "
+        None, pattern=SHA256_PATTERN, description="the public set this client agreed to (the SHA-256 a run logs "
         "at its start): it refuses a run whose public set hashes otherwise. On Flower pin it in the node config "
         "(public-set-sha256=...), which the server cannot change")
     part: int | None = Field(None, ge=0, description="its private data is part `part` of `private_partition` "
@@ -348,15 +349,14 @@ class RunConfig(_Strict):
             if client.domains is not None and client.private is not None:
                 raise ValueError(f"clients.{index} ({client.name}) names both `domains` and `private`: one source "
                                  f"of private data")
+            if client.part is not None and (client.private is not None or client.domains is not None):
+                raise ValueError(f"clients.{index} ({client.name}) has a `part` of private_partition and its own "
+                                 f"private data: one source of private data")
         parts = [c.part for c in self.clients if c.part is not None]
         if parts and self.private_partition is None:
             raise ValueError("clients name a `part` of private_partition, which is not set")
         if parts and sorted(parts) != list(range(len(parts))):
             raise ValueError(f"the clients' parts of private_partition must be 0..{len(parts) - 1}, each once")
-        for index, client in enumerate(self.clients):
-            if client.part is not None and (client.private is not None or client.domains is not None):
-                raise ValueError(f"clients.{index} ({client.name}) has a `part` of private_partition and its own "
-                                 f"private data: one source of private data")
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ValueError(f"client names must be unique, got {names}")

@@ -4,9 +4,10 @@ Per example: mean next-token cross-entropy on its answer. Per loss position (rag
 through `offsets`): the top-K token ids and their log-probabilities. Only positions that carry loss are
 shipped, never the prompt. A packet may carry the top-K of some examples only (`carried`), with every
 example's cross-entropy: the two-step exchange sends the cross-entropies first (`restricted([])`), and
-then the rows of the examples selection takes from that sender (`restricted(won)`). The binary form is a safetensors buffer (no pickle: a packet from a peer
-cannot execute code) with a format version, compressed with xz (LZMA2, CRC32-checked), which the
-ids and codes below compress well under (benchmarks/bench_bytes.py measures each choice).
+then the rows of the examples selection takes from that sender (`restricted(won)`). The binary form is
+a safetensors buffer (no pickle: a packet from a peer cannot execute code) with a format version,
+compressed with xz (LZMA2, CRC32-checked), which the ids and codes below compress well under
+(benchmarks/bench_bytes.py measures each choice).
 
 Log-probabilities go on the wire in 8 or 16 bits (`fedmkt.logprob_bits`). 16: float16. 8: each
 position's largest log-prob in float16 and every entry as whole steps of 1/16 nat below it (uint8, up

@@ -158,12 +158,12 @@ class ClientRuntime:
     def _shared_in(self, round_no: int) -> KnowledgePacket | None:
         """What this client shared in round `round_no`: in memory, or from its store (a process that did not
         serve that SHARE); None if it shared nothing then."""
-        shared = self.shared
-        if shared is None and self.store is not None:
+        if self.shared is None and self.store is not None:
             path = child(self.store, "shared", f"{self.party.name}.bin")
-            if path.is_file():
-                shared = KnowledgePacket.from_bytes(path.read_bytes(), max_decoded=self.party.fedmkt.max_decoded_bytes)
-        return shared if shared is not None and shared.round == round_no else None
+            if path.is_file():  # read once per process
+                self.shared = KnowledgePacket.from_bytes(path.read_bytes(),
+                                                         max_decoded=self.party.fedmkt.max_decoded_bytes)
+        return self.shared if self.shared is not None and self.shared.round == round_no else None
 
     def _rows(self, request: Request) -> RowsReply:  # two-step exchange, step 2
         party = self.party
@@ -198,7 +198,7 @@ class ClientRuntime:
             # cross-entropies are exactly those the server chose the rows sent down by.
             shared = self._shared_in(request.round)
             if shared is not None:
-                party.adopt_knowledge(replace(shared, phase=""))
+                party.adopt_knowledge(shared)
         stats = party.absorb([knowledge])
         self._persist(request.round, Phase.DISTILL, snapshot=True)
         return DistillReply(loss=stats.loss, selected=stats.selected, aligned=stats.aligned_fraction)
@@ -226,6 +226,6 @@ class ClientRuntime:
 # Phase -> the ClientRuntime method serving it; its reply type is protocol.REPLIES[phase]. A new phase is a
 # Phase member, its reply class in REPLIES and a handler here (a test checks the three tables agree).
 HANDLERS: dict[Phase, Callable[[ClientRuntime, Request], Reply]] = {
-    Phase.SHARE: ClientRuntime._share, Phase.ROWS: ClientRuntime._rows, Phase.PRIVATE: ClientRuntime._private, Phase.DISTILL: ClientRuntime._distill,
-    Phase.EVALUATE: ClientRuntime._evaluate, Phase.GET_ADAPTER: ClientRuntime._get_adapter,
+    Phase.SHARE: ClientRuntime._share, Phase.ROWS: ClientRuntime._rows, Phase.PRIVATE: ClientRuntime._private,
+    Phase.DISTILL: ClientRuntime._distill, Phase.EVALUATE: ClientRuntime._evaluate, Phase.GET_ADAPTER: ClientRuntime._get_adapter,
     Phase.SET_ADAPTER: ClientRuntime._set_adapter}

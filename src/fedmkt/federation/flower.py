@@ -55,7 +55,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from pydantic import ValidationError
 
-from fedmkt.config import RunConfig, SetSpec, load_config, parse_config
+from fedmkt.config import SHA256_PATTERN, RunConfig, SetSpec, load_config, parse_config
 from fedmkt.method_names import METHODS
 from fedmkt.yaml_text import YamlRefused, load_yaml
 from fedmkt.federation.client import ClientRuntime
@@ -348,7 +348,7 @@ def node_overrides(node: dict, config: RunConfig, name: str) -> dict:
         update["eval"] = own_eval
     if node.get("public-set-sha256"):  # the node's own pin: the server's config cannot lift it
         pinned = str(node["public-set-sha256"]).strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", pinned):
+        if not re.fullmatch(SHA256_PATTERN, pinned):
             raise ValueError(f"node config public-set-sha256={pinned[:80]!r} is not a SHA-256 (64 hex digits)")
         update["public_sha256"] = pinned
     return update
@@ -377,11 +377,12 @@ def _config_text(message: Message, context: Context, keep: bool = False) -> str:
         return text
     sha = str(payload.get("config_sha", ""))
     if sha not in _CONFIGS:
-        kept = child(_config_dir(context), f"{sha}.json") if re.fullmatch(r"[0-9a-f]{64}", sha) else None
-        if kept is None or not kept.is_file() or config_hash(kept.read_text()) != sha:
+        kept = child(_config_dir(context), f"{sha}.json") if re.fullmatch(SHA256_PATTERN, sha) else None
+        text = kept.read_text() if kept is not None and kept.is_file() else None
+        if text is None or config_hash(text) != sha:
             raise ValueError(f"this node was never sent run config {sha[:16]} (it comes once, with the server's "
                              f"welcome); restart the run so that the server welcomes this node")
-        _CONFIGS[sha] = kept.read_text()
+        _CONFIGS[sha] = text
     return _CONFIGS[sha]
 
 
@@ -496,5 +497,5 @@ def set_adapter(message: Message, context: Context) -> Message:
 
 
 # Phase -> its handler above (a test checks every phase has one, registered under the phase's message type).
-FLOWER_HANDLERS = {Phase.SHARE: share, Phase.ROWS: rows, Phase.PRIVATE: private, Phase.DISTILL: distill, Phase.EVALUATE: evaluate,
-                   Phase.GET_ADAPTER: get_adapter, Phase.SET_ADAPTER: set_adapter}
+FLOWER_HANDLERS = {Phase.SHARE: share, Phase.ROWS: rows, Phase.PRIVATE: private, Phase.DISTILL: distill,
+                   Phase.EVALUATE: evaluate, Phase.GET_ADAPTER: get_adapter, Phase.SET_ADAPTER: set_adapter}

@@ -16,8 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from fedmkt.config import RunConfig
-from fedmkt.method_names import CENTRALIZED, FEDAVG, STANDALONE
-from fedmkt.method_names import FEDMKT as FEDMKT_INFO
+from fedmkt.method_names import CENTRALIZED, FEDAVG, STANDALONE, FEDMKT as FEDMKT_INFO
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.protocol import (ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes,
                                         reply_from_wire, uids_to_wire)
