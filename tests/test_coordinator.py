@@ -44,7 +44,8 @@ def test_fedmkt_round_absorbs_good_packets_and_drops_malformed_replies(tmp_path)
     sent = client_packet("stem")
     transport = FakeTransport({
         Phase.SHARE: {"stem": ShareReply(compute_s=2.0, packet=sent, private_loss=0.7).to_wire(),
-                      "hum": {"private_loss": 0.1, "compute_s": 1.0}},
+                      "hum": {"private_loss": 0.1, "compute_s": 1.0, "epsilon": float("nan"), "delta": float("nan"),
+                              "budget_stop": 0}},
         Phase.DISTILL: {"stem": DistillReply(compute_s=3.0, loss=0.4, selected={"self": 0.0, "server": 1.0},
                                              aligned={"server": 0.8}).to_wire()},
     })

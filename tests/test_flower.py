@@ -40,7 +40,7 @@ def assert_same_rounds(ours: dict, reference: dict, rounds: int) -> None:
         for party, loss in b["kd_loss"].items():
             assert a["kd_loss"][party] == pytest.approx(loss, rel=1e-4), (r, party)
         for party, loss in b["private_loss"].items():
-            assert a["private_loss"][party] == pytest.approx(loss, rel=1e-4), (r, party)
+            assert a["private_loss"][party] == (None if loss is None else pytest.approx(loss, rel=1e-4)), (r, party)
         for party, evaluation in b["evaluation"].items():
             assert a["evaluation"][party]["mean"]["acc"] == pytest.approx(evaluation["mean"]["acc"]), (r, party)
 
@@ -120,6 +120,7 @@ def test_eight_simulated_clients_equal_the_local_runner(tmp_path, mmlu):
     try:
         cluster.start_superlink(simulation=True)
         config = eight_clients(tmp_path / "runs", "sim")
+        config["privacy"] = {"target_epsilon": 8.0}  # DP-SGD on every client, accounted in its node's store
         cluster.run(config, supernodes=8)
         local = run_locally(config, tmp_path / "local", mmlu)
         cluster.wait(finished(run_dir, 1), ROUND_WAIT_S, "8 simulated clients to finish a round")
@@ -128,6 +129,7 @@ def test_eight_simulated_clients_equal_the_local_runner(tmp_path, mmlu):
     record = metrics(run_dir)["rounds"][0]
     assert not record["dropped"] and set(record["kd_loss"]) == {"server", *(f"c{i}" for i in range(8))}
     assert_same_rounds(metrics(run_dir), local, 1)
+    assert record["privacy"] == local["rounds"][0]["privacy"] and len(record["privacy"]) == 8
     for i in range(8):  # the clients' stores live beside the run on the simulating machine
         assert (run_dir / "nodes" / "sim" / "round-1" / f"c{i}" / "adapter_model.safetensors").is_file()
     loads = (run_dir / "nodes" / "sim" / "loads.jsonl").read_text().splitlines()
@@ -137,7 +139,7 @@ def test_eight_simulated_clients_equal_the_local_runner(tmp_path, mmlu):
 def test_a_simulated_node_is_the_client_of_its_partition():
     from flwr.app import Context, RecordDict
 
-    from fedmkt.federation.flower import _node_name
+    from fedmkt.federation.flower_client import _node_name
 
     config = parse_config(tiny_config(Path("runs")))
     def node(config_of_node: dict) -> Context:
@@ -150,7 +152,7 @@ def test_a_simulated_node_is_the_client_of_its_partition():
 
 
 def test_a_node_reads_its_data_in_the_yamls_set_syntax(tmp_path):
-    from fedmkt.federation.flower import node_overrides
+    from fedmkt.federation.flower_client import node_overrides
     from tests.test_own_data import ROOT
 
     config = parse_config(tiny_config(Path("runs")))
@@ -202,7 +204,8 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
         for registered in registering:
             out, _ = registered.communicate(timeout=CLI_TIMEOUT_S)
             assert registered.returncode == 0, out
-        cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}"')
+        cluster.start_supernode("stem", node_config=f'private-data="{private["stem"]}" eval-data="{held_out}" '
+                                                    f'privacy-epsilon=4')  # its own DP budget
         cluster.start_supernode("spoof", claim="stem")  # authenticated, but with its own key, not stem's
         cluster.start_supernode("hum", node_config=f'private-data="{private["hum"]}" model="tiny:gemma3-270m"')
         config = tiny_config(tmp_path / "runs", "own", rounds=1)
@@ -223,6 +226,7 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
         # kd_loss above); the spoofing node was refused and never served the run.
         assert not (tmp_path / "nodes" / "spoof").exists() and (tmp_path / "nodes" / "stem").is_dir()
         assert record["evaluation"]["stem"]["own"]["n"] == 2
+        assert 0 < record["privacy"]["stem"]["epsilon"] <= 4 and record["private_loss"]["stem"] is None
         written = [(path, path.read_text(errors="replace")) for path in run_dir.rglob("*")
                    if path.is_file() and path.suffix in (".json", ".yaml", ".md", ".log", ".txt")]
         written += [(log, log.read_text(errors="replace")) for log in tmp_path.glob("*.log")
@@ -232,6 +236,7 @@ def test_a_deployment_over_tls_with_keys_and_node_local_private_data(tmp_path):
         log = subprocess.run([str(BIN / "flwr"), "log", run_id, "local", "--show"], env=cluster.env,
                              capture_output=True, text=True, timeout=CLI_TIMEOUT_S).stdout
         assert "round 1/1" in log  # the ServerApp's own log, as the SuperLink keeps it
+        assert re.search(r"client stem: epsilon \d\.\d{3} spent", log)  # each DP client's report, logged
         written.append((tmp_path / "serverapp.log", log))
         for path, text in written:
             assert "home-" not in text and "Ticket" not in text and "Clear tray" not in text, path

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import save
 
 from fedmkt.config import ConfigError, parse_config
-from fedmkt.federation.flower import resolve_claims
+from fedmkt.federation.flower_identity import resolve_claims
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.protocol import Phase
 from fedmkt.knowledge import FORMAT, VERSION, KnowledgePacket, PacketError
@@ -306,7 +306,7 @@ def test_spoofed_and_duplicate_names_are_refused():
 
 
 class VirtualClock:
-    """`time` as flower.py sees it: a sleep advances the clock at once, so a test counts protocol seconds, not
+    """`time` as flower_transport.py sees it: a sleep advances the clock at once, so a test counts protocol seconds, not
     the machine's (no verdict depends on its speed)."""
 
     def __init__(self):
@@ -350,7 +350,7 @@ class JoinGrid:
     def pull_messages(self, ids):
         from types import SimpleNamespace
 
-        from fedmkt.federation.flower import RECORD, WELCOME, WHO
+        from fedmkt.federation.flower_messages import RECORD, WELCOME, WHO
         names = {2: "hum", 3: "stem", 4: "hum"}
         out = []
         for i in ids:
@@ -372,7 +372,7 @@ def scripted_transport(monkeypatch, grid: JoinGrid, phase_timeout: float, join_t
     from types import SimpleNamespace
 
     from fedmkt.config import parse_config
-    from fedmkt.federation import flower
+    from fedmkt.federation import flower_transport as flower
     from tests.tiny import tiny_config
 
     clock = VirtualClock()
@@ -394,7 +394,7 @@ def test_the_join_waits_for_no_dead_node_and_asks_nodes_that_register_late(late_
     # Seconds on the protocol's own clock (its polls and waits), the welcome's exchange included.
     assert transport.node_of == ({"stem": 3} if late_rival else {"stem": 3, "hum": 2})
     # With a rival the claims never settle, so the join runs to its timeout (8 s) and the welcome adds nothing.
-    from fedmkt.federation.flower import JOIN_GRACE_S
+    from fedmkt.federation.flower_transport import JOIN_GRACE_S
     assert (8 <= clock.now < 8.5) if late_rival else (clock.now < 1 + JOIN_GRACE_S), clock.now
 
 

@@ -5,7 +5,8 @@ import pytest
 from fedmkt.federation.protocol import (REPLIES, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, ShareReply)
 
-EXAMPLES = [ShareReply(1.5, b"\x00\x01", 0.25), PrivateReply(0.5, 2.0),
+EXAMPLES = [ShareReply(1.5, packet=b"\x00\x01", private_loss=0.25),
+            ShareReply(1.5, packet=b"\x00\x01", epsilon=2.5, delta=1e-3, budget_stop=True), PrivateReply(0.5, 2.0),
             DistillReply(2.0, 0.3, {"self": 0.25, "server": 0.75}, {"server": 0.9}),
             EvaluateReply(0.1, {"stem": {"acc": 0.5, "acc_norm": 0.25, "n": 4, "per_question": [1.0, 0.0, 1.0, 0.0]},
                                 "natural_instructions/subtask041": {"rougeL": 0.3, "n": 2,
@@ -28,7 +29,7 @@ def test_every_reply_round_trips_through_its_wire_form(reply):
 def test_each_phase_has_a_reply_type_a_client_handler_and_a_flower_message_type():
     from fedmkt.federation.client import HANDLERS
 
-    from fedmkt.federation.flower import FLOWER_HANDLERS, client_app
+    from fedmkt.federation.flower_client import FLOWER_HANDLERS, client_app
 
     assert set(REPLIES) == set(Phase) == set(HANDLERS) == set(FLOWER_HANDLERS)
     for phase in Phase:
@@ -38,9 +39,15 @@ def test_each_phase_has_a_reply_type_a_client_handler_and_a_flower_message_type(
         assert f"{category}.{action or 'default'}" in client_app._registered_funcs
 
 
+NO_DP = {"epsilon": float("nan"), "delta": float("nan"), "budget_stop": 0}  # a client without DP-SGD
+
+
 @pytest.mark.parametrize("kind, wire, problem", [
-    (ShareReply, {"compute_s": 1.0, "private_loss": 1.0}, "no 'packet'"),
-    (ShareReply, {"compute_s": 1.0, "packet": "text", "private_loss": 1.0}, "'packet' is str"),
+    (ShareReply, {"compute_s": 1.0, "private_loss": 1.0, **NO_DP}, "no 'packet'"),
+    (ShareReply, {"compute_s": 1.0, "packet": "text", "private_loss": 1.0, **NO_DP}, "'packet' is str"),
+    (PrivateReply, {"compute_s": 1.0, "private_loss": 1.0}, "no 'epsilon'"),
+    (PrivateReply, {"compute_s": 1.0, "private_loss": 1.0, **NO_DP, "delta": 2.0}, "'delta' = 2.0 is outside"),
+    (PrivateReply, {"compute_s": 1.0, "private_loss": 1.0, **NO_DP, "budget_stop": 2}, "'budget_stop' is 2"),
     (PrivateReply, {"compute_s": 1.0, "private_loss": "0.5"}, "'private_loss' is str"),
     (DistillReply, {"compute_s": 1.0, "loss": 1.0, "selected.self": b"x"}, "'selected.self' is bytes"),
     (DistillReply, {"compute_s": 1.0, "selected.self": 1.0}, "no 'loss'"),

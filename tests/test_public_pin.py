@@ -7,7 +7,7 @@ import pytest
 
 from fedmkt.config import ConfigError, parse_config
 from fedmkt.data.questions import set_sha256
-from fedmkt.federation.flower import node_overrides
+from fedmkt.federation.flower_client import node_overrides
 from fedmkt.federation.local import LocalFederation
 from tests.tiny import tiny_config
 

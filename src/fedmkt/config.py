@@ -213,6 +213,36 @@ DEFAULT_DATA = DataSpec(bigbench_tasks=_DEFAULT_TASKS, public_domains=_DEFAULT_T
                         eval_size=150, eval_domains=_DEFAULT_TASKS, choice_format="cloze")
 
 
+class PrivacySpec(_Strict):
+    """DP-SGD for a client's private fine-tuning (Opacus: Poisson sampling, per-row clipping of the LoRA
+    gradients, Gaussian noise, an RDP or PRV accountant). What the client releases afterwards is post-processing
+    of the DP-trained adapter (docs/privacy.md). The expected batch is train.batch_size x gradient_accumulation."""
+
+    target_epsilon: float | None = Field(
+        None, gt=0, description="the client's budget over the whole run: private training stops before a round "
+                                "that would exceed it; null: account only (needs a noise_multiplier)")
+    delta: float | None = Field(None, gt=0, lt=1, description="default: 1 / (10 N) for N private rows")
+    max_grad_norm: float = Field(1.0, gt=0, description="each private row's gradient is clipped to this norm (C)")
+    noise_multiplier: float | Literal["auto"] = Field(
+        "auto", description="noise std over C; auto: the least that keeps every planned round's private epochs "
+                            "within target_epsilon")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus' accountant: Renyi DP or privacy random "
+                                                                 "variables (tighter, slower)")
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _noise(cls, value):
+        if value != "auto" and value < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return value
+
+    @model_validator(mode="after")
+    def _auto_needs_target(self) -> "PrivacySpec":
+        if self.noise_multiplier == "auto" and self.target_epsilon is None:
+            raise ValueError("noise_multiplier 'auto' is computed from target_epsilon: give one, or a noise_multiplier")
+        return self
+
+
 class ClientSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '-', '.'; not starting with '.'")
     model: ModelSpec = ModelSpec(source="smollm2-135m-instruct")
@@ -232,6 +262,9 @@ class ClientSpec(_Strict):
         "(public-set-sha256=...), which the server cannot change")
     part: int | None = Field(None, ge=0, description="its private data is part `part` of `private_partition` "
                                                       "(set for each client a `clients: {count: ...}` group makes)")
+    privacy: PrivacySpec | None = Field(
+        None, description="its own DP-SGD budget, replacing the run's `privacy`; on Flower a node sets its own "
+                          "(privacy-epsilon=...), which the server cannot lift")
 
 
 class PartitionSpec(_Strict):
@@ -328,6 +361,8 @@ class RunConfig(_Strict):
         None, description="one data set partitioned into the private sets of the clients that name a `part` "
                           "(a `clients: {count: ..., partition: ...}` group sets it)")
     fedmkt: FedMKTSpec = FedMKTSpec()
+    privacy: PrivacySpec | None = Field(None, description="DP-SGD for every client's private fine-tuning (a "
+                                                           "client's own `privacy` replaces it); null: none")
     tracking: TrackingSpec = TrackingSpec()
 
     @model_validator(mode="before")
@@ -370,6 +405,14 @@ class RunConfig(_Strict):
         if self.fedmkt.min_clients > sampled:
             raise ValueError(f"field `fedmkt.min_clients`: {self.fedmkt.min_clients} is more than the {sampled} "
                              f"clients sampled each round")
+        private = [c.name for c in self.clients if self.privacy_for(c.name) is not None]
+        if private and METHODS[self.fedmkt.method].pools_private:
+            raise ValueError(f"privacy (clients {private[:4]}): method `{self.fedmkt.method}` trains on the clients' "
+                             f"private rows at the server, where no client's DP-SGD protects them")
+        for name in private:
+            if self.model_for(name).gradient_checkpointing:
+                raise ValueError(f"client {name}: privacy and gradient_checkpointing: Opacus' per-row gradients "
+                                 f"would see each layer's input twice")
         for party in ["server", *names]:  # every party's merged settings must be valid on their own
             for kind in ("lora", "train"):
                 try:
@@ -403,6 +446,11 @@ class RunConfig(_Strict):
         if party == "server":
             return self.seed
         return self.seed + 1 + [c.name for c in self.clients].index(party)
+
+    def privacy_for(self, client: str) -> PrivacySpec | None:
+        """The client's DP-SGD settings: its own, else the run's `privacy`."""
+        own = next((c.privacy for c in self.clients if c.name == client), None)
+        return own if own is not None else self.privacy
 
     def system_prompt_for(self, party: str) -> str | None:
         """The party's system prompt: a client's own, else the run's `data.system_prompt`."""

@@ -97,6 +97,7 @@ class RoundRecord:
     bytes: WireBytes = field(default_factory=lambda: WireBytes(0.0, 0.0))
     evaluation: Evaluation = field(default_factory=dict)
     sampled: list[str] | None = None  # the clients this round asked (fedmkt.clients_per_round); None: every client
+    privacy: dict[str, dict] = field(default_factory=dict)  # DP clients -> {epsilon spent so far, delta, stopped}
 
     def to_json(self) -> dict:
         out: dict = {"round": self.round, "private_loss": self.private_loss, "selection": self.selection}
@@ -104,6 +105,8 @@ class RoundRecord:
             out["sampled"] = self.sampled
         if self.aligned_fraction is not None:
             out["aligned_fraction"] = self.aligned_fraction
+        if self.privacy:
+            out["privacy"] = self.privacy
         out.update({"kd_loss": self.kd_loss, "dropped": self.dropped})
         if self.timing is not None:
             out["timing"] = vars(self.timing)
@@ -118,7 +121,8 @@ class RoundRecord:
                    dropped=data.get("dropped", {}),
                    timing=Timing(**data["timing"]) if "timing" in data else None,
                    bytes=WireBytes(**data["bytes"]) if "bytes" in data else WireBytes(0.0, 0.0),
-                   evaluation=_evaluation_from(data.get("evaluation", {})), sampled=data.get("sampled"))
+                   evaluation=_evaluation_from(data.get("evaluation", {})), sampled=data.get("sampled"),
+                   privacy=data.get("privacy", {}))
 
 
 @dataclass

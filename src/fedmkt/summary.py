@@ -93,6 +93,24 @@ def _own_rows(metrics: RunMetrics) -> list[str]:
     return lines + [""]
 
 
+def _privacy_rows(metrics: RunMetrics) -> list[str]:
+    """Each DP client's epsilon spent after each round it trained in (docs/privacy.md says what it covers)."""
+    clients = sorted({name for r in metrics.rounds for name in r.privacy})
+    if not clients:
+        return []
+    lines = ["## privacy (DP-SGD on each client's private rows)", "",
+             "Epsilon spent so far at the client's delta after each round (- : not asked that round); 'stopped': "
+             "its budget allowed no further private training.", "",
+             "| client | delta | " + " | ".join(f"round {r.round}" for r in metrics.rounds) + " |",
+             "|" + "---|" * (len(metrics.rounds) + 2)]
+    for name in clients:
+        seen = [r.privacy[name] for r in metrics.rounds if name in r.privacy]
+        cells = [(f"{r.privacy[name]['epsilon']:.3f}" + (" stopped" if r.privacy[name]["stopped"] else ""))
+                 if name in r.privacy else "-" for r in metrics.rounds]
+        lines.append(f"| {markdown_cell(name)} | {seen[-1]['delta']:.3g} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(metrics: RunMetrics) -> str:
     zero = metrics.zero_shot
     parties = list(zero)
@@ -120,6 +138,7 @@ def summary_markdown(metrics: RunMetrics) -> str:
         lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, kinds, dropped) for p in parties] + [""]
     lines += _against_zero_shot(metrics)
     lines += _own_rows(metrics)
+    lines += _privacy_rows(metrics)
     if metrics.rounds:
         lines += ["## rounds", "", "| round | wall s | model compute s | wall/compute | bytes up per client | bytes down | "
                   "server picks (self / clients) |", "|---|---|---|---|---|---|---|"]

@@ -67,7 +67,11 @@ def _pad_rows(arrays: list[np.ndarray], fill) -> np.ndarray:
 TargetsFn = Callable[[Encoded], tuple[np.ndarray, np.ndarray]]  # example -> (ids [n_loss,K], probs [n_loss,K])
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec, total_steps: int):
+def adamw(params: list[torch.nn.Parameter], spec: TrainSpec) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=spec.adam_betas)
+
+
+def scheduler_for(optimizer: torch.optim.Optimizer, spec: TrainSpec, total_steps: int):
     from transformers import get_scheduler
 
     name = "constant_with_warmup" if spec.schedule == "constant" else spec.schedule
@@ -85,14 +89,13 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
     soft CE, with AdamW, warmup and schedule, gradient accumulation and clipping, and autocast on CUDA.
     `on_step` gets each optimizer step's loss, learning rate and tokens/s. Returns the mean loss."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
-                                  betas=spec.adam_betas)
+    optimizer = adamw(params, spec)
     device = next(model.parameters()).device
     order = list(examples)
     rng = random.Random(seed)
     passes = (len(order) + spec.batch_size - 1) // spec.batch_size  # forward passes per epoch
     per_epoch = (passes + spec.gradient_accumulation - 1) // spec.gradient_accumulation
-    scheduler = _scheduler(optimizer, spec, epochs * per_epoch)
+    scheduler = scheduler_for(optimizer, spec, epochs * per_epoch)
     autocast = spec.mixed_precision != "no" and device.type == "cuda"
     amp_dtype = torch.bfloat16 if spec.mixed_precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=autocast and spec.mixed_precision == "fp16")

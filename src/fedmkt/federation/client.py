@@ -21,7 +21,7 @@ from fedmkt.files import atomic_folder, atomic_write_bytes, atomic_write_json, c
 from fedmkt.federation.protocol import (OWN, SERVER, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, RowsReply, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes, reply_to_wire, uids_from_wire)
-from fedmkt.federation.roles import ClientParty, Peer
+from fedmkt.federation.roles import ClientParty, Peer, PrivateTraining
 from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
@@ -41,6 +41,10 @@ class ClientRuntime:
                             where a repeated round starts from when the server resumes
     store/shared/<name>.bin the knowledge it computed in its last SHARE (two-step exchange: the rows
                             asked for next come from it, in whichever process serves that message)
+    store/privacy/<name>.json  under DP-SGD, the accountant's history: every step ever taken, written
+                            before anything trained by it is sent. Unlike the adapter it never rolls
+                            back: a round the server repeats after a crash spent its budget the first
+                            time too (what it sent then may have been kept)
     """
 
     def __init__(self, party: ClientParty, evaluation: dict[str, list[Question]], store: Path | None = None,
@@ -86,10 +90,27 @@ class ClientRuntime:
                 continue
         raise ClientFailure(f"client '{self.party.name}': no readable adapter in its store {self.store}")
 
+    def _ledger(self) -> Path:
+        return child(self.store, "privacy", f"{self.party.name}.json")
+
+    def _train_private(self) -> PrivateTraining:
+        """Step (1); under DP-SGD its steps are on record in the store before the caller may send anything."""
+        trained = self.party.train_private()
+        if self.party.privacy is not None and self.store is not None:
+            atomic_write_json(self._ledger(), {"history": self.party.privacy.state()})
+        return trained
+
     def _sync(self, round_no: int, phase: Phase) -> None:
-        """Bring the in-memory adapter to where this request expects it."""
+        """Bring the in-memory adapter (and privacy ledger) to where this request expects it."""
         if self.store is None:
             return
+        if self.party.privacy is not None and self._ledger().is_file():  # another process may have trained since
+            try:
+                self.party.privacy.load_state(json.loads(self._ledger().read_text())["history"])
+            except (ValueError, KeyError, TypeError) as error:  # never guess a smaller spend
+                raise ClientFailure(f"client '{self.party.name}': its privacy ledger {self._ledger()} is unreadable "
+                                    f"({type(error).__name__}); it trains no more on private rows until it is "
+                                    f"mended") from None
         latest = self._dir("latest")
         if latest.exists():
             try:
@@ -139,14 +160,22 @@ class ClientRuntime:
     # One handler per phase (HANDLERS): each brings the party through its step and says what to reply.
     def _share(self, request: Request) -> ShareReply:  # steps (1) and (2)
         party = self.party
-        loss = party.train_private()
+        trained = self._train_private()
         self._persist(request.round, Phase.SHARE, snapshot=False)
         knowledge = party.share_knowledge()
         if party.fedmkt.two_step:  # the cross-entropies now, the rows the server selects next
             self._keep_shared(knowledge, request.round)
             knowledge = knowledge.restricted([])
         packet = knowledge.to_bytes(party.fedmkt.logprob_bits, round_no=request.round, phase=Phase.SHARE.value)
-        return ShareReply(packet=packet, private_loss=float(loss))
+        return ShareReply(packet=packet, **self._private_report(trained))
+
+    def _private_report(self, trained: PrivateTraining) -> dict:
+        """Step (1)'s reply fields: the loss, or under DP-SGD the budget spent instead (a loss on the private
+        rows is not private)."""
+        budget = self.party.privacy
+        if budget is None:
+            return {"private_loss": float(trained.loss)}
+        return {"epsilon": budget.epsilon(), "delta": budget.delta, "budget_stop": trained.budget_stop}
 
     def _keep_shared(self, knowledge: KnowledgePacket, round_no: int) -> None:
         self.shared = replace(knowledge, round=round_no)  # (the arrays are not copied)
@@ -180,9 +209,9 @@ class ClientRuntime:
         return RowsReply(packet=packet)
 
     def _private(self, request: Request) -> PrivateReply:
-        loss = self.party.train_private()
+        trained = self._train_private()
         self._persist(request.round, Phase.PRIVATE, snapshot=True)
-        return PrivateReply(private_loss=float(loss))
+        return PrivateReply(**self._private_report(trained))
 
     def _distill(self, request: Request) -> DistillReply:  # step (7)
         party = self.party

@@ -1,6 +1,6 @@
 """Which Flower fedmkt is tested with, and which of Flower's internals it leans on (and why).
 
-The ServerApp and ClientApp (flower.py) use Flower's public Message API only. Two places go below it,
+The ServerApp and ClientApp (flower_server.py, flower_client.py) use Flower's public Message API only. Two places go below it,
 and a Flower release may change what they use without notice, so they refuse an untested Flower at
 start-up (`check_flower`) instead of failing half way through a run:
 """

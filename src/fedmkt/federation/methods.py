@@ -18,8 +18,8 @@ import numpy as np
 from fedmkt.config import RunConfig
 from fedmkt.method_names import CENTRALIZED, FEDAVG, STANDALONE, FEDMKT as FEDMKT_INFO
 from fedmkt.data.splits import FederatedSplit
-from fedmkt.federation.protocol import (ClientFailure, Phase, Reply, Request, adapter_from_bytes, adapter_to_bytes,
-                                        reply_from_wire, uids_to_wire)
+from fedmkt.federation.protocol import (ClientFailure, Phase, PrivateReply, Reply, Request, adapter_from_bytes,
+                                        adapter_to_bytes, reply_from_wire, uids_to_wire)
 from fedmkt.federation.roles import Party, Peer, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
@@ -112,6 +112,15 @@ class RoundContext:
         """The same plain request (just the round) to every named client."""
         return self.call(phase, {n: Request(self.number) for n in names})
 
+    def took_private(self, name: str, reply: PrivateReply) -> None:
+        """Record a client's step (1): its loss, or under DP-SGD the epsilon it reports having spent."""
+        self.record.private_loss[name] = reply.private_loss
+        if reply.epsilon == reply.epsilon:  # not NaN: a DP client
+            self.record.privacy[name] = {"epsilon": reply.epsilon, "delta": reply.delta, "stopped": reply.budget_stop}
+            self.reporter.message(f"client {name}: epsilon {reply.epsilon:.3f} spent at delta {reply.delta:.3g}"
+                                  + ("; its budget stopped its private training" if reply.budget_stop else ""),
+                                  "warning" if reply.budget_stop else "info")
+
     def drop(self, name: str, phase: Phase, reason: str) -> None:
         record_drop(self.record.dropped, self.reporter, name, phase, reason)
 
@@ -126,7 +135,7 @@ class RoundContext:
 def fine_tune_privately(rnd: RoundContext, clients: list[str]) -> list[str]:
     """Step (1) alone on the named clients; records their losses and returns those that answered."""
     for name, reply in rnd.ask(Phase.PRIVATE, clients).items():
-        rnd.record.private_loss[name] = reply.private_loss
+        rnd.took_private(name, reply)
     rnd.require(list(rnd.record.private_loss), Phase.PRIVATE)
     return list(rnd.record.private_loss)
 
@@ -217,7 +226,7 @@ class FedMKT(Method):
             try:
                 senders.append(self._take_in(name, packets[name], rnd, Phase.SHARE))
                 up += len(reply.packet)
-                rnd.record.private_loss[name] = reply.private_loss
+                rnd.took_private(name, reply)
             except PacketError as error:
                 rnd.drop(name, Phase.SHARE, str(error))
             except Exception as error:  # the server could not take this client's knowledge in: drop it alone

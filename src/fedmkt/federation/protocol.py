@@ -40,9 +40,6 @@ class Phase(str, Enum):
         return self.value
 
 
-# "1" in a process that serves every message of its node (resident.py): there the ClientApp (flower.py) may
-# build a client ahead of its first phase. Here, below both, because neither app imports the other.
-RESIDENT_ENV = "FEDMKT_RESIDENT_CLIENTAPP"
 SERVER = "server"  # the server party's name: the sender of the knowledge sent down
 OWN = "own"  # evaluation key of a client's own held-out set (clients.N.eval), beside the server's sets
 
@@ -150,6 +147,20 @@ class Number:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A yes/no, as 0 or 1."""
+
+    def dump(self, name: str, value) -> dict:
+        return {name: int(bool(value))}
+
+    def load(self, name: str, data: dict) -> bool:
+        value = _present(data, name)
+        if isinstance(value, bool) or value not in (0, 1):
+            raise _refuse(f"{_key(name)} is {value!r:.40}, not 0 or 1")
+        return bool(value)
+
+
+@dataclass(frozen=True)
 class Blob:
     """Bytes (a knowledge packet, an adapter), checked by whoever decodes them."""
 
@@ -251,19 +262,24 @@ LOSS = Number(nan_ok=True)  # NaN: nothing was trained (no private data)
 
 
 @dataclass
-class ShareReply(Reply):
-    packet: bytes = wire_field(Blob(), b"")
+class PrivateReply(Reply):
+    """What private fine-tuning (step 1) reports. A DP client sends no loss (a loss on its private rows is
+    not private) but what its budget has spent: epsilon so far at its delta, and whether it stopped."""
+
     private_loss: float = wire_field(LOSS, float("nan"))
+    epsilon: float = wire_field(Number(nan_ok=True), float("nan"))  # NaN: no DP
+    delta: float = wire_field(Number(0.0, 1.0, nan_ok=True), float("nan"))
+    budget_stop: bool = wire_field(Flag(), False)  # its next round would exceed its target: it did not train
+
+
+@dataclass
+class ShareReply(PrivateReply):
+    packet: bytes = wire_field(Blob(), b"")
 
 
 @dataclass
 class RowsReply(Reply):
     packet: bytes = wire_field(Blob(), b"")
-
-
-@dataclass
-class PrivateReply(Reply):
-    private_loss: float = wire_field(LOSS, float("nan"))
 
 
 @dataclass

@@ -27,7 +27,6 @@ Flower at start-up).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from logging import ERROR, INFO
@@ -49,7 +48,7 @@ from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from fedmkt.federation.flower_support import check_flower
-from fedmkt.federation.protocol import RESIDENT_ENV
+from fedmkt.federation.flower_messages import RESIDENT
 
 
 def _preload() -> None:
@@ -91,7 +90,6 @@ class ResidentExecutor:
     def serve(self, stop: threading.Event | None = None) -> None:
         """Acquire and run tasks until `stop` is set (forever by default)."""
         stop = stop or threading.Event()
-        os.environ[RESIDENT_ENV] = "1"  # the ClientApp may build a client ahead only in a process that stays
         started = time.perf_counter()
         _preload()
         log(INFO, "imported the client side and the model families in %.1fs", time.perf_counter() - started)
@@ -123,6 +121,7 @@ class ResidentExecutor:
             message, context, run, fab = pull_task_input(client)
             with self.app_lock:
                 app = self._app(run.fab_id, run.fab_version, fab.hash_str, fab.content)
+                context.node_config[RESIDENT] = True  # this process outlives the message: the app may build ahead
                 reply = app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as error:  # the task fails, the executor stays: the next message may succeed

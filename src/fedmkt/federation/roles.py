@@ -5,7 +5,7 @@ built for each sender's tokenizer (vocabulary map, alignments). Its steps:
     share_knowledge()      -> its KnowledgePacket on the public set (CE + top-K per loss position)
     receive(peer)          -> a peer's packet checked and mapped (vocabulary map, alignments)
     absorb(senders)        -> the knowledge steps of fedmkt.selection, then KD training
-    train_private()        -> SFT on its private data (clients)
+    train_private()        -> SFT on its private data (clients; DP-SGD where it has a privacy budget)
     evaluate(questions)    -> scores of one evaluation set
 The local runner and the Flower apps both drive these same methods.
 """
@@ -30,6 +30,7 @@ from fedmkt.data.token_text import canonical_tokens, tokenizer_fingerprint
 from fedmkt.evaluation import evaluate_questions
 from fedmkt.knowledge import Expected, KnowledgePacket, PacketError
 from fedmkt.models import LoadedModel, attach_lora, save_adapter
+from fedmkt.privacy import PrivacyBudget, train_dp_sgd
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.records import shown
 from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
@@ -128,16 +129,20 @@ class Party:
         same adapter), instead of computing it again."""
         self._knowledge = packet
 
+    def _step_logger(self, description: str) -> Callable[[dict], None] | None:
+        if self.step_log is None:
+            return None
+
+        def on_step(record: dict) -> None:
+            self.step_log({"party": self.name, "round": self.round, "what": description, **record})
+        return on_step
+
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
         """Train on `examples` for this party's `train.epochs`, or `epochs` (the run's) where it sets none."""
         self._knowledge = None  # the model changes: its knowledge must be measured again
-        on_step = None
-        if self.step_log is not None:
-            def on_step(record: dict) -> None:
-                self.step_log({"party": self.name, "round": self.round, "what": description, **record})
         epochs = self.train_spec.epochs or epochs
         return train_lora(self.active, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
-                          self.reporter, f"{self.name}: {description}", on_step=on_step, **kd)
+                          self.reporter, f"{self.name}: {description}", on_step=self._step_logger(description), **kd)
 
     def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> SenderView:
         """Step (3): vocabulary map and alignments for a sender's tokenizer, built once (ahead of round 1
@@ -229,18 +234,40 @@ class Party:
         save_adapter(self.model, directory, self.adapter)
 
 
-class ClientParty(Party):
-    """A client SLM: a party with private data."""
+@dataclass
+class PrivateTraining:
+    """What step (1) did: its mean loss (the client's own log) and, under DP-SGD, whether the budget stopped it."""
 
-    def __init__(self, *args, private: list[Question], **kwargs):
+    loss: float
+    budget_stop: bool = False
+
+
+class ClientParty(Party):
+    """A client SLM: a party with private data, fine-tuned with DP-SGD where it has a privacy budget."""
+
+    def __init__(self, *args, private: list[Question], privacy: PrivacyBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.private = encode_questions(self.tokenizer, private, self.train_spec.max_length, self.system_prompt)
+        self.privacy = privacy
 
-    def train_private(self) -> float:
-        """Step (1): fine-tune the LoRA adapter on the private data."""
+    def train_private(self) -> PrivateTraining:
+        """Step (1): fine-tune the LoRA adapter on the private data (DP-SGD within the budget, if any)."""
         if self.fedmkt.private_epochs == 0 or not self.private:
-            return float("nan")
-        return self._train(self.private, self.fedmkt.private_epochs, "private SFT")
+            return PrivateTraining(float("nan"))
+        if self.privacy is None:
+            return PrivateTraining(self._train(self.private, self.fedmkt.private_epochs, "private SFT"))
+        budget = self.privacy
+        if not budget.allows(budget.steps_per_call):
+            self.reporter.message(f"{self.name}: private training stopped: round {self.round} would spend epsilon "
+                                  f"{budget.epsilon_after(budget.steps_per_call):.3f}, above its target "
+                                  f"{budget.spec.target_epsilon:g} ({budget.describe()}); it distills on public "
+                                  f"knowledge only", "warning")
+            return PrivateTraining(float("nan"), budget_stop=True)
+        self._knowledge = None
+        loss = train_dp_sgd(self.active, self.private, self.pad_id, self.train_spec, budget, self._next_seed(),
+                            self.clock, self.reporter, f"{self.name}: private DP-SGD",
+                            on_step=self._step_logger("private DP-SGD"))
+        return PrivateTraining(loss)
 
 
 def average_adapters(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

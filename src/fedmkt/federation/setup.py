@@ -22,6 +22,7 @@ from fedmkt.federation.client import ClientRuntime
 from fedmkt.federation.protocol import SERVER
 from fedmkt.federation.roles import ClientParty, Party
 from fedmkt.models import BaseModels, LoadedModel, ModelNotFoundError, load_model
+from fedmkt.privacy import PrivacyBudget
 from fedmkt.progress import SILENT, Reporter
 
 
@@ -65,6 +66,16 @@ def make_server(config: RunConfig, split: FederatedSplit, reporter: Reporter = S
                  eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for("server"), shared=shared)
 
 
+def privacy_budget(config: RunConfig, name: str, rows: int) -> PrivacyBudget | None:
+    """Client `name`'s DP-SGD budget over its `rows` private rows, planned over every round of the run."""
+    spec = config.privacy_for(name)
+    if spec is None:
+        return None
+    train = config.train_for(name)
+    return PrivacyBudget(spec, rows, expected_batch=train.batch_size * train.gradient_accumulation,
+                         epochs_per_call=train.epochs or config.fedmkt.private_epochs, calls=config.fedmkt.rounds)
+
+
 def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path | None,
                 reporter: Reporter = SILENT, bases: BaseModels | None = None) -> ClientRuntime:
     """A client's runtime; `bases`: the base models of this process, shared by the parties of one model."""
@@ -76,6 +87,7 @@ def make_client(config: RunConfig, name: str, split: FederatedSplit, store: Path
     loaded, shared = _load(spec.model, f"clients.{index}.model.source", config.seed, bases)
     party = ClientParty(name, loaded, lora=config.lora_for(name), train=config.train_for(name),
                         fedmkt=config.fedmkt, public=split.public, seed=config.seed_for(name), reporter=reporter,
-                        private=split.private[name], eval_scoring=config.data.eval_scoring,
-                        system_prompt=config.system_prompt_for(name), shared=shared)
+                        private=split.private[name], privacy=privacy_budget(config, name, len(split.private[name])),
+                        eval_scoring=config.data.eval_scoring, system_prompt=config.system_prompt_for(name),
+                        shared=shared)
     return ClientRuntime(party, split.evaluation, store, split.client_eval.get(name), pinned_public=spec.public_sha256)
