@@ -129,7 +129,7 @@ def server_cell(clients: int, exchange: str) -> dict:
         down: dict = {}
         transport = Clients(knowledge, names, cfg, down)
         method = FedMKT(cfg, server, split)
-        server.sender_view(donor.tokenizer)  # step (3) ahead of round 1, as Coordinator.prepare does
+        server.sender_alignment(donor.tokenizer)  # step (3) ahead of round 1, as Coordinator.prepare does
         server.share_knowledge()
         # The model's training step stays out: its memory and time do not depend on C. What it is given, every
         # public example's soft targets, is still built, as training would read them.

@@ -126,7 +126,7 @@ def run(rows: int, epochs: int, settings: list[str], eval_size: int, seed: int =
     print(out[-1], flush=True)
     for setting in settings:
         party.load_adapter_state(initial)
-        party.train_calls = 0  # every setting trains from the same start with the same shuffles
+        party.progress.train_calls = 0  # every setting trains from the same start with the same shuffles
         party.privacy = None if setting == "none" else PrivacyBudget(
             PrivacySpec(target_epsilon=float(setting)), rows, expected_batch=party.train_spec.batch_size,
             epochs_per_call=epochs, calls=1)

@@ -10,7 +10,7 @@ import sys
 from benchmarks.common import RESULTS
 
 BENCHMARKS = ["bench_vocab", "bench_alignment", "bench_memory", "bench_bytes", "bench_round", "bench_trainer",
-              "bench_tokenizers", "bench_flower", "learning_curve", "bench_clients"]
+              "bench_tokenizers", "bench_flower", "learning_curve", "bench_clients", "bench_privacy"]
 
 
 def table() -> str:
@@ -103,6 +103,32 @@ def clients_table() -> str:
     return "\n".join(lines)
 
 
+def privacy_table() -> str:
+    """Membership inference per setting: held-out accuracy, then AUC and TPR at 1% FPR of each attack on each
+    target, every figure with its 95% interval."""
+    rows = json.loads((RESULTS / "privacy.json").read_text())
+
+    def shown(figure: dict) -> str:
+        low, high = figure["interval"]
+        return f"{figure['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+    zero = next(r for r in rows if r["setting"] == "zero-shot")
+    lines = [f"{zero['members']} members (private rows, {zero['epochs']} epochs), {zero['non_members']} non-members; "
+             f"held-out accuracy on {zero['accuracy_questions']} other questions (zero-shot {zero['accuracy']:.3f}).",
+             "", "| setting | epsilon spent (noise) | held-out accuracy, vs zero-shot | target | AUC: loss | AUC: "
+             "calibrated | TPR at 1% FPR: loss | TPR at 1% FPR: calibrated |", "|---|---|---|---|---|---|---|---|"]
+    for setting in (r for r in rows if "accuracy" in r and r["setting"] != "zero-shot"):
+        low, high = setting["interval"]
+        spent = (f"{setting['epsilon']:.2f} ({setting['noise_multiplier']:.2f})" if "epsilon" in setting else "-")
+        accuracy = f"{setting['accuracy']:.3f}, {setting['vs_zero_shot']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        for target in ("adapter", "server oracle"):
+            attack = {r["attack"]: r for r in rows if r.get("target") == target and r["setting"] == setting["setting"]}
+            lines.append(f"| {setting['setting']} | {spent} | {accuracy} | {target} | {shown(attack['loss']['auc'])} | "
+                         f"{shown(attack['calibrated']['auc'])} | {shown(attack['loss']['tpr_at_1pct_fpr'])} | "
+                         f"{shown(attack['calibrated']['tpr_at_1pct_fpr'])} |")
+    return "\n".join(lines)
+
+
 def tokenizer_tables() -> str:
     """Per tokenizer the canonical-text check; per ordered pair the map time (sender row, receiver column),
     with alignment figures summarised under the matrix."""
@@ -141,6 +167,8 @@ def main() -> None:
         text += f"\n{tokenizer_tables()}\n"
     if (RESULTS / "clients.json").is_file():
         text += f"\n{clients_table()}\n"
+    if (RESULTS / "privacy.json").is_file():
+        text += f"\n{privacy_table()}\n"
     (RESULTS / "summary.md").write_text(text)
     print(text)
 

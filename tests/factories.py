@@ -3,9 +3,9 @@
 import numpy as np
 
 from fedmkt.federation.protocol import ClientFailure
-from fedmkt.federation.roles import AbsorbStats
+from fedmkt.federation.roles import AbsorbStats, Progress
 from fedmkt.knowledge import KnowledgePacket
-from fedmkt.selection import SenderKnowledge
+from fedmkt.selection import AlignedKnowledge
 from fedmkt.training import ComputeClock
 
 
@@ -40,7 +40,7 @@ class FakeServer:
 
     def __init__(self):
         self.clock = ComputeClock()
-        self.train_calls = 0
+        self.progress = Progress()
         self.public_hash = "fake-public-set"
         self.public_sha256 = "0" * 64
         self.absorbed: list[list[str]] = []
@@ -48,7 +48,7 @@ class FakeServer:
 
     public_uids = [1, 2]
 
-    def sender_view(self, tokenizer):
+    def sender_alignment(self, tokenizer):
         return None
 
     def select(self, senders):  # its own knowledge everywhere: the two-step exchange asks for no rows
@@ -57,7 +57,7 @@ class FakeServer:
         return weights
 
     def receive(self, peer, round_no=None, phase=None):
-        return SenderKnowledge(peer.packet, None, {})
+        return AlignedKnowledge(peer.packet, None, {})
 
     def absorb(self, peers):
         self.absorbed.append([p.packet.sender for p in peers])
@@ -67,8 +67,11 @@ class FakeServer:
     def share_knowledge(self):
         return packet("server", [1, 2], [1.0, 1.0])
 
-    def train_supervised(self, questions, epochs):
-        self.supervised.append(len(questions))
+    def encode(self, questions):
+        return list(questions)
+
+    def train_supervised(self, examples, epochs):
+        self.supervised.append(len(examples))
         return 0.25
 
     def evaluate(self, questions):

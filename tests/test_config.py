@@ -75,7 +75,7 @@ def test_a_config_file_beyond_the_bounds_is_refused_naming_the_cause(tmp_path, t
 
 
 def test_set_refuses_an_alias_bomb_and_deep_nesting_in_its_value():
-    from fedmkt.config import set_field
+    from fedmkt.config_yaml import set_field
 
     with pytest.raises(ConfigError, match="aliases expand"):
         set_field({}, "data={" + _alias_bomb().replace("\n", ", ") + "}")
@@ -84,7 +84,7 @@ def test_set_refuses_an_alias_bomb_and_deep_nesting_in_its_value():
 
 
 def test_the_grids_merge_keys_still_read(tmp_path):
-    from fedmkt.config import load_grid
+    from fedmkt.grid import load_grid
     from pathlib import Path
 
     grid, configs = load_grid(Path("experiments/paper-grid.yaml"))

@@ -14,10 +14,7 @@ from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.methods import RoundFailed
 from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply, Request,
                                         ShareReply)
-from fedmkt.federation.roles import AbsorbStats
 from fedmkt.federation.store import RunStore
-from fedmkt.selection import SenderKnowledge
-from fedmkt.training import ComputeClock
 from tests.factories import FakeServer, FakeTransport, packet
 from tests.tiny import tiny_config
 

@@ -11,7 +11,7 @@ from fedmkt.config import parse_config
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.protocol import ClientFailure, Phase, Request, uids_to_wire
 from fedmkt.knowledge import KnowledgePacket, PacketError
-from fedmkt.selection import SenderKnowledge, build_targets, rows_won_by, select_sources
+from fedmkt.selection import AlignedKnowledge, build_targets, rows_won_by, select_sources
 from tests.factories import packet, ragged_packet
 from tests.tiny import tiny_config
 
@@ -79,9 +79,9 @@ def test_a_receiver_refuses_knowledge_that_withholds_a_row_selection_takes():
     assert rows_won_by(sender, own, "dual_min_ce") == [1]
     labels = {1: np.zeros(2, np.int64), 2: np.zeros(2, np.int64)}
     weights = select_sources(own.ce.astype(np.float64), sender.ce[None].astype(np.float64), "dual_min_ce")
-    fair = SenderKnowledge(sender.restricted([1]), _identity(50), {1: np.arange(2), 2: np.arange(2)})
+    fair = AlignedKnowledge(sender.restricted([1]), _identity(50), {1: np.arange(2), 2: np.arange(2)})
     assert set(build_targets([1, 2], weights, own, [fair], labels)) == {1, 2}
-    withheld = SenderKnowledge(sender.restricted([]), _identity(50), fair.alignments)
+    withheld = AlignedKnowledge(sender.restricted([]), _identity(50), fair.alignments)
     with pytest.raises(Exception, match="holds no top-K for it"):
         build_targets([1, 2], weights, own, [withheld], labels)
 

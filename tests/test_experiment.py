@@ -5,7 +5,8 @@ import json
 import pytest
 import yaml
 
-from fedmkt.config import ConfigError, load_grid
+from fedmkt.config import ConfigError
+from fedmkt.grid import load_grid
 from fedmkt.experiment import run_grid
 from fedmkt.federation.coordinator import Coordinator
 from tests.tiny import tiny_base

@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 
 from fedmkt.config import parse_config
 from fedmkt.federation.local import LocalFederation
+from fedmkt.federation.protocol import Phase
+from fedmkt.knowledge import KnowledgePacket
 from tests.tiny import tiny_config
 
 
@@ -29,8 +31,23 @@ def changed(before, run_dir, party, round_no):
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, mmlu):
     tmp = tmp_path_factory.mktemp("fed")
-    federation = LocalFederation(tiny_run(tmp, selection="always"), questions=mmlu)
+    federation = LocalFederation(tiny_run(tmp), questions=mmlu)
     before = initial_adapters(federation)
+    # What crossed the wire: each round's client cross-entropies (SHARE replies) and the server's (DISTILL).
+    federation.wire = {}
+    transport, call = federation.coordinator.transport, federation.coordinator.transport.call
+
+    def recording(phase, payloads):
+        replies = call(phase, payloads)
+        sent = replies if phase == Phase.SHARE else payloads if phase == Phase.DISTILL else {}
+        for name, wire in sent.items():
+            if isinstance(wire, dict) and "packet" in wire:
+                packet = KnowledgePacket.from_bytes(wire["packet"])
+                federation.wire[(phase, name, int(payloads[name]["round"]))] = dict(zip(packet.example_ids.tolist(),
+                                                                                       packet.ce.tolist()))
+        return replies
+
+    transport.call = recording
     return federation, before, federation.run()
 
 
@@ -55,13 +72,19 @@ def test_adapters_change_every_round(default_run):
 
 
 def test_knowledge_crosses_both_ways(default_run):
-    _, _, run_dir = default_run
+    federation, _, run_dir = default_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for record in metrics["rounds"]:
         server_picks = record["selection"]["server"]
-        assert server_picks["self"] == 0 and server_picks["stem"] + server_picks["hum"] == pytest.approx(1)
+        assert sum(server_picks.values()) == pytest.approx(1) and set(server_picks) == {"self", "stem", "hum"}
         for client in ("stem", "hum"):
-            assert record["selection"][client]["server"] == 1
+            # DualMinCE on the client: the server's knowledge where its cross-entropy beats the client's own,
+            # both as they crossed the wire this round.
+            own = federation.wire[(Phase.SHARE, client, record["round"])]
+            server = federation.wire[(Phase.DISTILL, client, record["round"])]
+            expected = sum(server[u] < own[u] for u in own) / len(own)
+            assert record["selection"][client]["server"] == pytest.approx(expected)
+            assert record["selection"][client]["self"] == pytest.approx(1 - expected)
             assert record["aligned_fraction"][client]["server"] > 0.3
             assert record["aligned_fraction"]["server"][client] > 0.3
         assert record["bytes"]["up_per_client"] > 0 and record["bytes"]["down"] > 0
@@ -139,7 +162,7 @@ def test_a_client_repeating_a_round_logs_its_steps_once_and_leaves_others_steps(
     federation = LocalFederation(parse_config(tiny_config(tmp_path, "repeat", rounds=1)), questions=mmlu)
     hum = federation.runtimes["hum"]
     steps = federation.store.root / "steps.jsonl"
-    hum.party.step_log = StepLog(steps)
+    hum.party.progress.step_log = StepLog(steps)
     steps.write_text(json.dumps({"party": "stem", "round": 1, "what": "private SFT", "step": 1}) + "\n")
     share = Request(1, public_set=federation.server.public_hash).to_wire()
     hum.handle(Phase.SHARE, share)

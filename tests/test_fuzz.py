@@ -20,7 +20,7 @@ from fedmkt.config import parse_config
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.protocol import ClientFailure, Phase, Request, reply_from_wire
-from fedmkt.federation.roles import Peer
+from fedmkt.federation.roles import ReceivedPacket
 from fedmkt.federation.store import RunStore
 from fedmkt.knowledge import DECODE_PEAK_FACTOR, XZ_DECODER_BYTES, KnowledgePacket, PacketError
 from fedmkt.records import MAX_TEXT_CHARS
@@ -112,7 +112,7 @@ def _receive(server, tokenizer, data: bytes):
     packet = KnowledgePacket.from_bytes(data, max_bytes=1 << 24, max_decoded=1 << 26)
     if packet.sender != "hum":
         raise PacketError("claims another sender")
-    knowledge = server.receive(Peer(packet, tokenizer), 1, Phase.SHARE.value)
+    knowledge = server.receive(ReceivedPacket(packet, tokenizer), 1, Phase.SHARE.value)
     own = server.share_knowledge()
     uids = [e.uid for e in server.public]
     weights = select_sources(own.ce[[own.index()[u] for u in uids]].astype(np.float64),

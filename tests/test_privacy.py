@@ -212,3 +212,20 @@ def test_a_flower_node_sets_its_own_budget_which_the_servers_config_cannot_lift(
     for bad in ("many", "0", "-1", "nan"):
         with pytest.raises(ValueError, match="privacy-epsilon"):
             node_overrides({"privacy-epsilon": bad}, config, "stem")
+
+
+def test_the_leakage_benchmarks_attack_figures_on_known_scores():
+    import numpy as np
+
+    from benchmarks.bench_privacy import auc, tpr_at, with_interval
+
+    members, others = np.array([0.1, 0.2, 0.3]), np.array([0.4, 0.5, 0.6, 0.7])
+    assert auc(members, others) == 1.0 and auc(others, members) == 0.0  # lower score: member
+    assert auc(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0.5  # ties count half
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=2000)
+    assert abs(auc(same[:1000], same[1000:]) - 0.5) < 0.03
+    # At 1% FPR on 100 non-members one may score below the threshold: the member below all of them is caught.
+    assert tpr_at(np.array([-1.0, 0.5, 2.0]), np.linspace(0, 1, 100)) == pytest.approx(1 / 3)
+    figure = with_interval(auc, rng.normal(-1, 1, 300), rng.normal(0, 1, 300))
+    assert figure["interval"][0] < figure["value"] < figure["interval"][1] and figure["value"] > 0.7

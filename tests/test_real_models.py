@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedmkt.config import FedMKTSpec, LoraSpec, ModelSpec, TrainSpec
-from fedmkt.federation.roles import ClientParty, Party, Peer
+from fedmkt.federation.roles import ClientParty, Party, ReceivedPacket
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import load_model
 
@@ -35,9 +35,9 @@ def test_real_knowledge_crosses_tokenizers(real_models, mmlu):
     client.train_private()
     up = KnowledgePacket.from_bytes(client.share_knowledge().to_bytes())
     assert up.topk_ids.shape[1] == 16 and np.all(up.ce > 0)
-    stats = server.absorb([server.receive(Peer(up, client.tokenizer))])
+    stats = server.absorb([server.receive(ReceivedPacket(up, client.tokenizer))])
     assert np.isfinite(stats.loss) and stats.selected["client"] == 1.0
     assert stats.aligned_fraction["client"] > 0.6  # most answer boundaries are shared
     down = server.share_knowledge()
-    stats = client.absorb([client.receive(Peer(down, server.tokenizer))])
+    stats = client.absorb([client.receive(ReceivedPacket(down, server.tokenizer))])
     assert np.isfinite(stats.loss) and stats.aligned_fraction["server"] > 0.6

@@ -20,7 +20,6 @@ from fedmkt.cli import app
 from fedmkt.config import parse_config
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.store import DamagedRunFile, RunFolderBusy, RunStore
-from fedmkt.files import LinkLeavesFolder
 from tests.tiny import tiny_config
 
 

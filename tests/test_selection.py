@@ -5,7 +5,7 @@ import pytest
 
 from fedmkt.alignment.transfer import softmax_rows
 from fedmkt.alignment.vocab import VocabMap
-from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
+from fedmkt.selection import (AlignedKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
 from tests.factories import packet
 
@@ -36,7 +36,7 @@ def test_dual_min_ce_keeps_the_best_peer_only_where_it_beats_self():
 def test_gather_ce_marks_examples_a_sender_did_not_send():
     # Prepare: the receiver has all three examples; "a" sent two of them in another order.
     own = packet("self", UIDS, [1.0, 2.0, 3.0])
-    a = SenderKnowledge(packet("a", [9, 7], [0.3, 0.7]), identity_map(), {})
+    a = AlignedKnowledge(packet("a", [9, 7], [0.3, 0.7]), identity_map(), {})
     # Execute
     own_ce, peer_ce = gather_ce(UIDS, own, [a])
     # Assert
@@ -49,7 +49,7 @@ def test_build_targets_takes_own_or_reindexed_peer_knowledge_per_example():
     own = packet("self", UIDS, [1.0, 1.0, 1.0], seed=1)
     peer = packet("a", UIDS, [0.5, 2.0, 0.5], seed=2)
     alignment = {7: np.array([1, -1]), 8: np.array([0, 1]), 9: np.array([0, 1])}
-    a = SenderKnowledge(peer, identity_map(shift=100), alignment)
+    a = AlignedKnowledge(peer, identity_map(shift=100), alignment)
     weights = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]], dtype=np.float32)
     # Execute
     targets = build_targets(UIDS, weights, own, [a], LABELS)
@@ -68,9 +68,9 @@ def test_build_targets_takes_own_or_reindexed_peer_knowledge_per_example():
 
 
 def test_selection_rates_and_aligned_fractions_cover_every_example_sent():
-    a = SenderKnowledge(packet("a", [7, 8], [0.1, 0.1]), identity_map(),
+    a = AlignedKnowledge(packet("a", [7, 8], [0.1, 0.1]), identity_map(),
                         {7: np.array([0, -1]), 8: np.array([-1, -1]), 9: np.array([0, 1])})
-    b = SenderKnowledge(packet("b", UIDS, [9.0, 9.0, 9.0]), identity_map(),
+    b = AlignedKnowledge(packet("b", UIDS, [9.0, 9.0, 9.0]), identity_map(),
                         {u: np.array([0, 1]) for u in UIDS})
     weights = np.array([[0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
     assert selection_rates(weights, ["a", "b"]) == pytest.approx({"self": 1 / 3, "a": 2 / 3, "b": 0.0})

@@ -12,7 +12,7 @@ from rapidfuzz.distance import Levenshtein
 from fedmkt.alignment.reference import check_alignment, decode_mismatches, whole_character_boundaries
 from fedmkt.alignment.sequence import align_by_boundaries
 from fedmkt.alignment.transfer import reindex
-from fedmkt.alignment.vocab import UNMAPPED, VocabMap, build_vocab_map, map_vocabularies
+from fedmkt.alignment.vocab import UNMAPPED, build_vocab_map, map_vocabularies
 from fedmkt.data.encoding import encode
 from fedmkt.data.token_text import canonical_tokens, special_ids, token_bytes
 from fedmkt.knowledge import KnowledgePacket

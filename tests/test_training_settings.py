@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from fedmkt.config import (ConfigError, LoraSpec, ModelSpec, RunConfig, TrainSpec, commented_yaml, parse_config, set_field)
+from fedmkt.config import ConfigError, LoraSpec, ModelSpec, RunConfig, TrainSpec, parse_config
+from fedmkt.config_yaml import commented_yaml, set_field
 from fedmkt.data.encoding import encode_questions
 from fedmkt.models import ModelNotFoundError, attach_lora, linear_layer_names, load_model, prune_layers
 from fedmkt.progress import SILENT

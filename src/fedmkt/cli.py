@@ -37,8 +37,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
         set_: list[str] = typer.Option([], "--set", help="override a field, e.g. --set train.learning_rate=1e-4 "
                                                           "--set clients.0.model.source=org/name (repeatable)")) -> None:
     """Run a complete FedMKT federation in this process."""
-    from fedmkt.config import (ConfigError, RunConfig, load_config, merge, parse_config, read_yaml_mapping,
-                               set_field)
+    from fedmkt.config import ConfigError, RunConfig, load_config, parse_config, read_yaml_mapping
+    from fedmkt.config_yaml import merge, set_field
     from fedmkt.federation.methods import RoundFailed
     from fedmkt.knowledge import PacketError
     from fedmkt.models import ModelNotFoundError
@@ -74,7 +74,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
 @app.command("config")
 def show_config() -> None:
     """Print the complete default config as commented YAML (a starting point for --config)."""
-    from fedmkt.config import RunConfig, commented_yaml
+    from fedmkt.config import RunConfig
+    from fedmkt.config_yaml import commented_yaml
 
     print("# fedmkt run config: every field with its default; `fedmkt run --config this.yaml` reads it back")
     print(commented_yaml(RunConfig()))

@@ -8,7 +8,7 @@
         scenario: homogeneous
         config: {fedmkt: {method: fedmkt}}      # merged over base (nested mappings merge)
 
-Every cell is validated before anything runs (`fedmkt.config.load_grid`). Each cell runs into
+Every cell is validated before anything runs (`fedmkt.grid.load_grid`). Each cell runs into
 <grid dir>/<cell name>/: a finished cell is skipped, an interrupted one resumes after its last
 completed round, so re-running the same command after a crash only does what is left. A cell whose
 saved config differs from the grid's is an error, never overwritten. Zero-shot scores are shared
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from fedmkt.config import ConfigError, RunConfig, load_config, load_grid
+from fedmkt.config import ConfigError, RunConfig, load_config
+from fedmkt.grid import load_grid
 from fedmkt.data.questions import Question
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.setup import load_questions

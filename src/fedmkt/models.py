@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -214,15 +215,11 @@ def load_tokenizer(source: str, revision: str | None = None) -> PreTrainedTokeni
                                  f"tokenizer_config.json with its vocabulary): {str(error)[:200]}") from None
 
 
-_PEERS: dict[str, PreTrainedTokenizerBase] = {}
-
-
+@lru_cache(maxsize=64)
 def peer_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """A peer's tokenizer by its model source, loaded once per process (the server needs each
     client's, a client the server's)."""
-    if source not in _PEERS:
-        _PEERS[source] = load_tokenizer(source)
-    return _PEERS[source]
+    return load_tokenizer(source)
 
 
 def tiny_architecture(entry: PackagedModel, vocab_size: int):

@@ -27,7 +27,7 @@ import torch
 from fedmkt.config import PrivacySpec, TrainSpec
 from fedmkt.data.encoding import Encoded, batches
 from fedmkt.progress import Reporter
-from fedmkt.training import ComputeClock, adamw, scheduler_for, seeded, tail_logits
+from fedmkt.training import ComputeClock, adamw, mixed_precision, scheduler_for, seeded, tail_logits
 
 
 @contextmanager
@@ -191,8 +191,7 @@ def train_dp_sgd(model: torch.nn.Module, examples: list[Encoded], pad_id: int, s
     optimizer = adamw(params, spec)
     schedule = scheduler_for(optimizer, spec, budget.steps_per_call)
     device = next(model.parameters()).device
-    autocast = spec.mixed_precision != "no" and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if spec.mixed_precision == "bf16" else torch.float16
+    autocast, amp_dtype = mixed_precision(spec, device)
     steps = poisson_batches(len(examples), budget.sample_rate, budget.steps_per_call, seed)
     task = reporter.task(description, len(steps))
     private = PrivateGradients(model, optimizer, budget.noise_multiplier, budget.spec.max_grad_norm,

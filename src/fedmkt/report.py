@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from fedmkt.config import GridSpec, read_yaml_mapping
+from fedmkt.config import read_yaml_mapping
+from fedmkt.grid import GridSpec
 from fedmkt.evaluation import mean_kinds, metric_name, primary_metric
 from fedmkt.federation.store import RunStore
 from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_numbers
@@ -68,36 +69,55 @@ def _scoring(data: dict) -> str:
     return "choice texts scored" if data.get("eval_scoring") == "text" else "letter scoring"
 
 
-def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]) -> str:
-    first = cells[0].metrics
-    zero = first.zero_shot["server"].domains
-    domains = list(next(iter(first.zero_shot.values())).domains)
+@dataclass
+class _Columns:
+    """The result columns of the grid's tables: each evaluation domain, then the mean of each kind of result."""
+
+    domains: list[str]
+    kinds: list[str]
+    names: list[str]
+
+    @classmethod
+    def of(cls, first: RunMetrics) -> "_Columns":
+        zero = first.zero_shot["server"].domains
+        domains = list(next(iter(first.zero_shot.values())).domains)
+        kinds = mean_kinds(zero)
+        names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains] + [f"mean {KINDS[m]}"
+                                                                                        for m in kinds]
+        return cls(domains, kinds, names)
+
+    def header(self, *first: str) -> list[str]:
+        return ["| " + " | ".join([*first, *self.names]) + " |", "|" + "---|" * (len(self.names) + len(first))]
+
+    def cells(self, result: PartyScores) -> str:
+        return " | ".join([f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in self.domains]
+                          + [f"{result.mean[m]:.3f}" for m in self.kinds])
+
+
+def _grid_intro(first: RunMetrics, title: str) -> list[str]:
     cfg = first.config
-    names = [f"{d.rsplit('/', 1)[-1]} ({metric_name(zero[d])})" for d in domains]
-    kinds = mean_kinds(zero)
-    names += [f"mean {KINDS[m]}" for m in kinds]
-    head = "| method | scenario | cell | " + " | ".join(names) + " |"
-    sep = "|" + "---|" * (len(domains) + len(kinds) + 3)
+    return [f"# {title}", "",
+            f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
+            + ", ".join(f"{d} ({n})" for d, n in first.split.evaluation.items())
+            + f" questions; accuracy ({_scoring(cfg['data'])}), ROUGE-L F1 for free-text tasks; each 'mean' is over the "
+            f"domains of its kind. Public set {first.split.public} examples, private "
+            + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
 
-    def cells_of(result: PartyScores) -> str:
-        return " | ".join([f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in domains]
-                          + [f"{result.mean[m]:.3f}" for m in kinds])
 
-    lines = [f"# {title}", "",
-             f"Server LLM `{_model_label(cfg['server'])}`, {cfg['fedmkt']['rounds']} rounds. Evaluation: "
-             + ", ".join(f"{d} ({n})" for d, n in first.split.evaluation.items())
-             + f" questions; accuracy ({_scoring(cfg['data'])}), ROUGE-L F1 for free-text tasks; each 'mean' is over the "
-             f"domains of its kind. Public set {first.split.public} examples, private "
-             + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
-    # LLM table: zero-shot, then every cell that trained the server.
-    lines += ["## LLM (server)", "", head, sep,
-              f"| Zero-Shot | - | {cells[0].name} (round 0) | {cells_of(first.zero_shot['server'])} |"]
+def _llm_table(cells: list[GridCell], columns: _Columns) -> list[str]:
+    """Zero-shot, then every cell that trained the server."""
+    first = cells[0].metrics
+    lines = ["## LLM (server)", "", *columns.header("method", "scenario", "cell"),
+             f"| Zero-Shot | - | {cells[0].name} (round 0) | {columns.cells(first.zero_shot['server'])} |"]
     for cell in cells:
         if "server" in cell.final:
-            lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {cells_of(cell.final['server'])} |")
-    # SLM table: zero-shot once per distinct client model, then every cell's trained clients.
-    slm_head = "| method | scenario | cell | client (model) | " + " | ".join(names) + " |"
-    lines += ["", "## SLMs (clients)", "", slm_head, "|" + "---|" * (len(domains) + len(kinds) + 4)]
+            lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {columns.cells(cell.final['server'])} |")
+    return lines
+
+
+def _slm_table(cells: list[GridCell], columns: _Columns) -> list[str]:
+    """Zero-shot once per distinct client model, then every cell's trained clients."""
+    lines = ["", "## SLMs (clients)", "", *columns.header("method", "scenario", "cell", "client (model)")]
     seen = set()
     for cell in cells:
         for client in cell.metrics.config["clients"]:
@@ -105,37 +125,51 @@ def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]
             if model not in seen and client["name"] in cell.metrics.zero_shot:
                 seen.add(model)
                 lines.append(f"| Zero-Shot | - | {cell.name} (round 0) | {model} | "
-                             f"{cells_of(cell.metrics.zero_shot[client['name']])} |")
+                             f"{columns.cells(cell.metrics.zero_shot[client['name']])} |")
     for cell in cells:
         for client in cell.metrics.config["clients"]:
             if client["name"] in cell.final:
                 lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {client['name']} "
-                             f"({_model_label(client['model'])}) | {cells_of(cell.final[client['name']])} |")
-    lines += ["", *claims_markdown(cells)]
-    # Per-round selection rates of DualMinCE.
+                             f"({_model_label(client['model'])}) | {columns.cells(cell.final[client['name']])} |")
+    return lines
+
+
+def _selection_table(cells: list[GridCell]) -> list[str]:
+    """Per-round selection rates of DualMinCE."""
     rows = []
     for cell in cells:
         for r in cell.metrics.rounds:
             for receiver, picks in r.selection.items():
                 taken = ", ".join(f"{'own' if s == 'self' else s} {v:.2f}" for s, v in picks.items())
                 rows.append(f"| {cell.name} | {r.round} | {receiver} | {taken} |")
-    if rows:
-        lines += ["## DualMinCE selection per round", "",
-                  "Fraction of public examples whose soft targets each receiver took from each source.", "",
-                  "| cell | round | receiver | sources |", "|---|---|---|---|", *rows, ""]
-    lines += ["## cost", "", "| cell | method | wall s | model compute s | bytes up per client per round |",
-              "|---|---|---|---|---|"]
+    if not rows:
+        return []
+    return ["## DualMinCE selection per round", "",
+            "Fraction of public examples whose soft targets each receiver took from each source.", "",
+            "| cell | round | receiver | sources |", "|---|---|---|---|", *rows, ""]
+
+
+def _cost_table(cells: list[GridCell]) -> list[str]:
+    lines = ["## cost", "", "| cell | method | wall s | model compute s | bytes up per client per round |",
+             "|---|---|---|---|---|"]
     for cell in cells:
         rounds = cell.metrics.rounds
         compute = sum(r.timing.model_compute_s for r in rounds)
         up = sum(r.bytes.up_per_client for r in rounds) / max(len(rounds), 1)
         lines.append(f"| {cell.name} | {cell.method} | {cell.metrics.wall_s or 0:.0f} | {compute:.0f} | {up:.0f} |")
-    lines.append("")
-    if plots:
-        lines += ["## plots", ""]
-        for name, files in plots.items():
-            lines += [f"![{name}]({f})" for f in files]
-        lines.append("")
+    return lines + [""]
+
+
+def _plots_section(plots: dict[str, list[str]]) -> list[str]:
+    if not plots:
+        return []
+    return ["## plots", "", *[f"![{name}]({f})" for name, files in plots.items() for f in files], ""]
+
+
+def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]) -> str:
+    columns = _Columns.of(cells[0].metrics)
+    lines = [*_grid_intro(cells[0].metrics, title), *_llm_table(cells, columns), *_slm_table(cells, columns), "",
+             *claims_markdown(cells), *_selection_table(cells), *_cost_table(cells), *_plots_section(plots)]
     return "\n".join(lines)
 
 
@@ -170,6 +204,60 @@ _DIRECTION = {"holds": "ours higher", "does not hold": "ours lower"}  # verdicts
 # makes no claim about: which way the difference went
 
 
+@dataclass
+class _ClaimRows:
+    """Rows of the claims tables: the paper's claims, and the other matched comparisons."""
+
+    claims: list[str]
+    others: list[str]
+
+    @staticmethod
+    def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str,
+            words: dict[str, str] | None = None) -> None:
+        """One row per kind of result (accuracy, ROUGE-L) the two share, judged by its paired difference."""
+        for c in compare_scores(ours.domains, base.domains):
+            verdict = (words or {}).get(c.verdict(), c.verdict())
+            rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}) | "
+                        f"{c.ours:.3f} | {c.base:.3f} ({base_name}) | {c.text()} | {verdict} |")
+
+
+def _slm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows) -> None:
+    """Each trained SLM against its zero-shot and the matched standalone client; FedMKT's also against FedAvg
+    and LLM2SLM on the same clients and server."""
+    cfg = cell.metrics.config
+    for client in cfg["clients"]:
+        name = client["name"]
+        if name not in cell.final:
+            continue
+        ours = cell.final[name]
+        if name in cell.metrics.zero_shot:
+            rows.add(rows.claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name, ours,
+                     cell.metrics.zero_shot[name], "round 0")
+        base = _matched(of[STANDALONE.label], partial(_client_key, name=name), cfg, name)
+        if base is not None:
+            rows.add(rows.claims, f"{cell.method}: SLM {name} beats standalone", cell.name, ours, base.final[name],
+                     base.name)
+        if cell.method.startswith(FEDMKT.label):  # the same clients and server, trained the other ways
+            for label in (FEDAVG.label, LLM2SLM_LABEL):
+                other = _matched(of[label], _federation_key, cfg, name)
+                if other is not None:
+                    rows.add(rows.others, f"{cell.method}: SLM {name} against {label}", cell.name, ours,
+                             other.final[name], other.name, words=_DIRECTION)
+
+
+def _llm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows) -> None:
+    """The trained LLM against its zero-shot and the centralized cell pooling exactly this cell's clients."""
+    if "server" not in cell.final:
+        return
+    server = cell.final["server"]
+    rows.add(rows.claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,
+             cell.metrics.zero_shot["server"], "round 0")
+    pooled = _matched(of[CENTRALIZED.label], _pooled_key, cell.metrics.config, "server")
+    if pooled is not None:
+        rows.add(rows.claims, f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"],
+                 pooled.name)
+
+
 def claims_markdown(cells: list[GridCell]) -> list[str]:
     """The paper's claims, checked on this grid, each against a matched baseline cell: an SLM against its
     zero-shot and against the same client (model, private data, settings) trained standalone; the LLM against
@@ -179,45 +267,12 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
     the same questions."""
     of = {label: [c for c in cells if c.method == label]
           for label in (STANDALONE.label, CENTRALIZED.label, FEDAVG.label, LLM2SLM_LABEL)}
-    claims, others = [], []
-
-    def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str,
-            words: dict[str, str] | None = None) -> None:
-        for c in compare_scores(ours.domains, base.domains):
-            verdict = (words or {}).get(c.verdict(), c.verdict())
-            rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}) | "
-                        f"{c.ours:.3f} | {c.base:.3f} ({base_name}) | {c.text()} | {verdict} |")
-
+    rows = _ClaimRows([], [])
     for cell in cells:
-        cfg = cell.metrics.config
-        if not METHODS[cfg["fedmkt"].get("method", FEDMKT.name)].distills:
-            continue
-        for client in cfg["clients"]:
-            name = client["name"]
-            if name not in cell.final:
-                continue
-            ours = cell.final[name]
-            if name in cell.metrics.zero_shot:
-                add(claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name, ours,
-                    cell.metrics.zero_shot[name], "round 0")
-            base = _matched(of[STANDALONE.label], partial(_client_key, name=name), cfg, name)
-            if base is not None:
-                add(claims, f"{cell.method}: SLM {name} beats standalone", cell.name, ours, base.final[name], base.name)
-            if cell.method.startswith(FEDMKT.label):  # the same clients and server, trained the other ways
-                for label in (FEDAVG.label, LLM2SLM_LABEL):
-                    other = _matched(of[label], _federation_key, cfg, name)
-                    if other is not None:
-                        add(others, f"{cell.method}: SLM {name} against {label}", cell.name, ours,
-                            other.final[name], other.name, words=_DIRECTION)
-        if "server" in cell.final:
-            server = cell.final["server"]
-            add(claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,
-                cell.metrics.zero_shot["server"], "round 0")
-            pooled = _matched(of[CENTRALIZED.label], _pooled_key, cfg, "server")
-            if pooled is not None:
-                add(claims, f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"],
-                    pooled.name)
-    if not claims and not others:
+        if METHODS[cell.metrics.config["fedmkt"].get("method", FEDMKT.name)].distills:
+            _slm_claims(cell, of, rows)
+            _llm_claims(cell, of, rows)
+    if not rows.claims and not rows.others:
         return []
     head = ["| claim | cell | result (questions) | ours | baseline | difference [95% interval] | verdict |",
             "|---|---|---|---|---|---|---|"]
@@ -228,12 +283,12 @@ def claims_markdown(cells: list[GridCell]) -> list[str]:
              "noise, 'bounded' when the interval's half-width is at most 0.03. For 'matches centralized', "
              "'within noise, bounded' is the claim holding. Each claim compares matched cells: the same client "
              "(model, private data, settings) trained standalone; the centralized cell pooling exactly this "
-             "cell's clients.", "", *head, *claims, ""]
-    if others:
+             "cell's clients.", "", *head, *rows.claims, ""]
+    if rows.others:
         lines += ["## other matched comparisons", "",
                   "FedMKT's SLMs against the same clients (same server, same data) trained by FedAvg or with the "
                   "LLM frozen (LLM2SLM); the same intervals, 'ours higher' / 'ours lower' where the interval "
-                  "excludes 0.", "", *head, *others, ""]
+                  "excludes 0.", "", *head, *rows.others, ""]
     return lines
 
 

@@ -24,7 +24,7 @@ from fedmkt.method_names import SELECTION_RULES
 
 
 @dataclass
-class SenderKnowledge:
+class AlignedKnowledge:
     """A sender's packet as one receiver sees it: its vocabulary map into the receiver's vocabulary, and
     per public example the alignment of the receiver's loss positions to the sender's (-1: no counterpart)."""
 
@@ -42,7 +42,7 @@ class SenderFailure(ValueError):
 
 
 @contextmanager
-def blamed_on(sender: SenderKnowledge):
+def blamed_on(sender: AlignedKnowledge):
     """Whatever raises inside, while one sender's knowledge is read, is that sender's SenderFailure."""
     try:
         yield
@@ -50,7 +50,7 @@ def blamed_on(sender: SenderKnowledge):
         raise SenderFailure(sender.packet.sender, error) from error
 
 
-def gather_ce(uids: list[int], own: KnowledgePacket, senders: list[SenderKnowledge]) -> tuple[np.ndarray, np.ndarray]:
+def gather_ce(uids: list[int], own: KnowledgePacket, senders: list[AlignedKnowledge]) -> tuple[np.ndarray, np.ndarray]:
     """Step (4) input: the receiver's CE per example [N], and each sender's [C, N] (inf where it sent nothing)."""
     own_row = own.index()
     own_ce = np.array([own.ce[own_row[u]] for u in uids], dtype=np.float64)
@@ -104,7 +104,7 @@ def rows_won_by(sender: KnowledgePacket, receiver: KnowledgePacket, rule: str) -
     """The examples whose targets at a receiver draw on `sender`'s knowledge under `rule`, from the two
     packets' cross-entropies alone: the rows a two-step download sends that receiver."""
     uids = [int(u) for u in receiver.example_ids]
-    weights = select_sources(*gather_ce(uids, receiver, [SenderKnowledge(sender, None, {})]), rule)
+    weights = select_sources(*gather_ce(uids, receiver, [AlignedKnowledge(sender, None, {})]), rule)
     return won_examples(uids, weights, [sender.sender])[sender.sender]
 
 
@@ -113,7 +113,7 @@ def selection_rates(weights: np.ndarray, senders: list[str]) -> dict[str, float]
     return {name: float(w) for name, w in zip(["self", *senders], weights.mean(axis=1))}
 
 
-def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, senders: list[SenderKnowledge],
+def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, senders: list[AlignedKnowledge],
                   labels: dict[int, np.ndarray]) -> dict[int, SoftTargets]:
     """Step (5) targets: per example, the selected sources' top-K at the receiver's loss positions, each
     scaled by its weight. A sender's positions without a counterpart fall back to a one-hot on the
@@ -138,7 +138,7 @@ def build_targets(uids: list[int], weights: np.ndarray, own: KnowledgePacket, se
     return targets
 
 
-def aligned_fractions(uids: list[int], senders: list[SenderKnowledge]) -> dict[str, float]:
+def aligned_fractions(uids: list[int], senders: list[AlignedKnowledge]) -> dict[str, float]:
     """Share of the receiver's loss positions, over every example a sender sent (selected or not), that
     have a counterpart in the sender's tokenization."""
     out = {}

@@ -81,6 +81,46 @@ def scheduler_for(optimizer: torch.optim.Optimizer, spec: TrainSpec, total_steps
                          num_training_steps=total_steps)
 
 
+def mixed_precision(spec: TrainSpec, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether to autocast (CUDA only: float32 weights, bf16/fp16 compute) and in which dtype."""
+    enabled = spec.mixed_precision != "no" and device.type == "cuda"
+    return enabled, torch.bfloat16 if spec.mixed_precision == "bf16" else torch.float16
+
+
+def _soft_targets(chunk: list[Encoded], targets: TargetsFn, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's sparse soft targets, [P, K] ids and probabilities in the examples' order, padded to one K."""
+    pairs = [targets(e) for e in chunk]
+    ids = torch.from_numpy(_pad_rows([p[0] for p in pairs], 0)).to(device)
+    probs = torch.from_numpy(_pad_rows([p[1] for p in pairs], 0.0)).to(device)
+    return ids, probs
+
+
+def _batch_loss(model: torch.nn.Module, batch: Batch, soft: tuple[torch.Tensor, torch.Tensor] | None,
+                ce_weight: float, autocast: tuple[bool, torch.dtype]) -> torch.Tensor:
+    """CE on the labels (SFT), or FedMKT's ce_weight * CE + (1 - ce_weight) * soft CE, over the answer tokens."""
+    enabled, dtype = autocast
+    with torch.autocast(batch.input_ids.device.type, dtype=dtype, enabled=enabled):
+        logits = tail_logits(model, batch)[batch.loss_mask]  # [P, V], examples in order
+    labels = batch.labels[batch.loss_mask]
+    if soft is None:
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+    return fedmkt_loss(logits, labels, soft[0], soft[1], ce_weight)
+
+
+def _optimizer_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, scheduler,
+                    scaler: torch.amp.GradScaler, max_grad_norm: float | None) -> float:
+    """Clip, step, advance the schedule, clear the gradients; returns the learning rate the step used."""
+    if max_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    learning_rate = scheduler.get_last_lr()[0]
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return learning_rate
+
+
 def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spec: TrainSpec, epochs: int,
                seed: int, clock: ComputeClock, reporter: Reporter, description: str,
                targets: TargetsFn | None = None, ce_weight: float = 1.0,
@@ -96,9 +136,8 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
     passes = (len(order) + spec.batch_size - 1) // spec.batch_size  # forward passes per epoch
     per_epoch = (passes + spec.gradient_accumulation - 1) // spec.gradient_accumulation
     scheduler = scheduler_for(optimizer, spec, epochs * per_epoch)
-    autocast = spec.mixed_precision != "no" and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if spec.mixed_precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast and spec.mixed_precision == "fp16")
+    autocast = mixed_precision(spec, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast[0] and spec.mixed_precision == "fp16")
     task = reporter.task(description, epochs * passes)
     model.train()
     losses: list[float] = []
@@ -110,21 +149,12 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
             tokens, started = 0, time.perf_counter()
             for index, (chunk, batch) in enumerate(batches(order, spec.batch_size, pad_id)):
                 batch = batch.to(device)
-                if targets is not None:
-                    pairs = [targets(e) for e in chunk]
-                    ids = torch.from_numpy(_pad_rows([p[0] for p in pairs], 0)).to(device)
-                    probs = torch.from_numpy(_pad_rows([p[1] for p in pairs], 0.0)).to(device)
+                soft = None if targets is None else _soft_targets(chunk, targets, device)
                 # The last group of an epoch may be short: average over the passes it really has.
                 size = min(spec.gradient_accumulation, passes - (index // spec.gradient_accumulation)
                            * spec.gradient_accumulation)
                 with clock.measure():
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
-                        logits = tail_logits(model, batch)[batch.loss_mask]  # [P, V], examples in order
-                    labels = batch.labels[batch.loss_mask]
-                    if targets is None:
-                        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-                    else:
-                        loss = fedmkt_loss(logits, labels, ids, probs, ce_weight)
+                    loss = _batch_loss(model, batch, soft, ce_weight, autocast)
                     scaler.scale(loss / size).backward()
                 group.append(loss.item())
                 tokens += int(batch.attention_mask.sum())
@@ -132,14 +162,7 @@ def train_lora(model: torch.nn.Module, examples: list[Encoded], pad_id: int, spe
                 if len(group) < size:
                     continue
                 with clock.measure():
-                    if spec.max_grad_norm is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-                    learning_rate = scheduler.get_last_lr()[0]
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    learning_rate = _optimizer_step(params, optimizer, scheduler, scaler, spec.max_grad_norm)
                 step += 1
                 losses.extend(group)
                 if on_step is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from fedmkt.config import SourceSpec
@@ -274,7 +275,10 @@ def _from_rows(spec: SourceSpec) -> list[Question]:
     return questions
 
 
-_LOADED: dict[tuple, list[Question]] = {}
+@lru_cache(maxsize=32)
+def _read_once(key: tuple, spec_json: str) -> tuple[Question, ...]:
+    """A source's questions, read once per `key` (which changes when its file does)."""
+    return tuple(_from_rows(SourceSpec.model_validate_json(spec_json)))
 
 
 def _cache_key(spec: SourceSpec) -> tuple:
@@ -298,10 +302,7 @@ def load_source(spec: SourceSpec, presets: list[Question] | None = None) -> list
         questions = ([q for q in presets if q.domain in wanted] if presets is not None
                      else load_bigbench(list(spec.domains)))
     else:
-        key = _cache_key(spec)
-        if key not in _LOADED:
-            _LOADED[key] = _from_rows(spec)
-        questions = _LOADED[key]
+        questions = _read_once(_cache_key(spec), spec.model_copy(update={"domains": None}).model_dump_json())
     if spec.domains is None:
         return list(questions)
     found = {q.domain for q in questions}
@@ -312,7 +313,6 @@ def load_source(spec: SourceSpec, presets: list[Question] | None = None) -> list
     return [q for q in questions if q.domain in wanted]
 
 
-def _mmlu() -> list[Question]:
-    if ("mmlu",) not in _LOADED:
-        _LOADED[("mmlu",)] = load_mmlu()
-    return _LOADED[("mmlu",)]
+@lru_cache(maxsize=1)
+def _mmlu() -> tuple[Question, ...]:
+    return tuple(load_mmlu())

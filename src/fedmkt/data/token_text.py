@@ -32,7 +32,6 @@ from functools import lru_cache
 from transformers import PreTrainedTokenizerBase
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-_CACHE: dict[str, list[str]] = {}
 
 
 class UnknownDecoder(ValueError):
@@ -42,10 +41,12 @@ class UnknownDecoder(ValueError):
 def canonical_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """The text each token id stands for inside a sequence, comparable across tokenizers (memoized per
     vocabulary). Raw bytes that are not whole characters read as lone surrogates."""
-    key = tokenizer_fingerprint(tokenizer)
-    if key not in _CACHE:
-        _CACHE[key] = _canonical_tokens(tokenizer)
-    return _CACHE[key]
+    return _canonical_of_vocabulary(tokenizer_fingerprint(tokenizer), tokenizer)
+
+
+@lru_cache(maxsize=16)
+def _canonical_of_vocabulary(fingerprint: str, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    return _canonical_tokens(tokenizer)  # (keyed by the vocabulary and the tokenizer it is read from)
 
 
 def special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -60,15 +61,13 @@ def token_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+@lru_cache(maxsize=64)
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Identity of a vocabulary (ids and token strings), cached on the tokenizer object."""
-    cached = getattr(tokenizer, "_fedmkt_fingerprint", None)
-    if cached is None:
-        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        digest = hashlib.sha256("\x00".join(t or "" for t in tokens).encode("utf-8", "surrogatepass"))
-        cached = digest.hexdigest()[:24]
-        tokenizer._fedmkt_fingerprint = cached
-    return cached
+    """Identity of a vocabulary (ids and token strings); memoized per tokenizer object (a few per process:
+    each party's own and its peers')."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    digest = hashlib.sha256("\x00".join(t or "" for t in tokens).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:24]
 
 
 def _canonical_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:

@@ -21,7 +21,7 @@ from fedmkt.files import atomic_folder, atomic_write_bytes, atomic_write_json, c
 from fedmkt.federation.protocol import (OWN, SERVER, AdapterReply, ClientFailure, DistillReply, EvaluateReply, Phase,
                                         PrivateReply, Reply, Request, RowsReply, ShareReply, adapter_from_bytes,
                                         adapter_to_bytes, reply_to_wire, uids_from_wire)
-from fedmkt.federation.roles import ClientParty, Peer, PrivateTraining
+from fedmkt.federation.roles import ClientParty, ReceivedPacket, PrivateTraining
 from fedmkt.federation.store import take_answers, write_answers
 from fedmkt.knowledge import KnowledgePacket
 from fedmkt.models import peer_tokenizer
@@ -77,7 +77,7 @@ class ClientRuntime:
         state = json.loads((directory / "state.json").read_text())
         step = int(state["step"])
         self.party.load_adapter_state(adapter)
-        self.state, self.party.train_calls = state, step
+        self.state, self.party.progress.train_calls = state, step
         return True
 
     def _last_good(self, before_round: int) -> None:
@@ -126,7 +126,7 @@ class ClientRuntime:
                 drop_steps_after(child(self.store, "steps.jsonl"), round_no - 1, party=self.party.name)
 
     def _persist(self, round_no: int, phase: Phase, snapshot: bool) -> None:
-        self.state = {"round": round_no, "phase": phase.value, "step": self.party.train_calls}
+        self.state = {"round": round_no, "phase": phase.value, "step": self.party.progress.train_calls}
         if self.store is not None:
             self._write(self._dir("latest"))
             if snapshot:
@@ -145,7 +145,7 @@ class ClientRuntime:
 
     def serve(self, phase: Phase, request: Request) -> Reply:
         party = self.party
-        party.round = request.round
+        party.progress.round = request.round
         if self.pinned_public is not None and party.public_sha256 != self.pinned_public:
             # A "public" set chosen by the server could hold texts it suspects are private: this client's
             # cross-entropies on them would tell which are (a membership oracle).
@@ -219,7 +219,7 @@ class ClientRuntime:
                                             max_decoded=party.fedmkt.max_decoded_bytes)
         if packet.sender != SERVER:
             raise ClientFailure(f"the knowledge sent down claims to come from {shown(packet.sender)}, not the server")
-        knowledge = party.receive(Peer(packet, peer_tokenizer(str(request.tokenizer))), request.round,
+        knowledge = party.receive(ReceivedPacket(packet, peer_tokenizer(str(request.tokenizer))), request.round,
                                   Phase.DISTILL.value)
         if self.state["round"] == request.round and self.state["phase"] == Phase.SHARE.value:
             # The adapter is as it was when this round's knowledge was shared: a process that did not serve the

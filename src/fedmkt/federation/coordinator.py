@@ -47,7 +47,7 @@ class Coordinator:
     def prepare(self) -> None:
         """Step (3) ahead of round 1 on the server: a vocabulary map and alignments per client tokenizer."""
         for client in self.config.clients:
-            self.server.sender_view(peer_tokenizer(client.model.source))
+            self.server.sender_alignment(peer_tokenizer(client.model.source))
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, round_no: int, parties: set[str] | None = None, dropped: dict[str, str] | None = None) -> Evaluation:
@@ -130,7 +130,7 @@ class Coordinator:
     def run_round(self, round_no: int) -> RoundRecord:
         """One round of the method's training (evaluation comes after, outside its timing)."""
         server_before = self.server.clock.seconds
-        self.server.round = round_no
+        self.server.progress.round = round_no
         spec = self.config.fedmkt
         sampled = sampled_clients(self.clients, spec.clients_per_round, self.config.seed, round_no)
         rnd = RoundContext(round_no, self.transport, self.reporter, self.method.new_record(round_no),
@@ -164,7 +164,7 @@ class Coordinator:
             self.store.drop_steps_after(0)
             return 0
         metrics = self.store.read_metrics()
-        self.server.train_calls = checkpoint.server_train_calls  # the shuffles go on as if never stopped
+        self.server.progress.train_calls = checkpoint.server_train_calls  # the shuffles go on as if never stopped
         self.server.load_adapter_state(checkpoint.server_adapter)
         self.metrics = metrics
         self.metrics.rounds = [r for r in self.metrics.rounds if r.round <= checkpoint.completed_round]
@@ -220,7 +220,7 @@ class Coordinator:
             self.metrics.rounds.append(record)
             self.metrics.wall_s = time.perf_counter() - started
             self.store.write_metrics(self.metrics)
-            self.store.save_checkpoint(round_no, self.server.adapter_state(), self.server.train_calls)
+            self.store.save_checkpoint(round_no, self.server.adapter_state(), self.server.progress.train_calls)
         self.reporter.message(f"done in {self.metrics.wall_s or 0:.0f}s: {self.store.root}", "success")
         return self.metrics
 

@@ -51,10 +51,26 @@ from fedmkt.tracking import StepLog
 from fedmkt.yaml_text import YamlRefused, load_yaml
 
 client_app = ClientApp()
-_RUNTIMES: dict[tuple[str, str], ClientRuntime] = {}  # kept while this process lives
-_CONFIGS: dict[str, str] = {}  # run configs this process was sent, by hash
-_BASES: dict[str, BaseModels] = {}  # per run (config): the base models its clients in this process share
-_BUILDING = threading.RLock()  # a phase waits for the build the welcome started
+
+
+class ProcessState:
+    """What one ClientApp process keeps between messages (Flower calls module-level handlers, so the app owns
+    one of these): the clients it built, the run configs it was sent and the base models its clients share.
+    A process per message (Flower's default) starts empty each time and reads what it needs from the store."""
+
+    def __init__(self) -> None:
+        self.runtimes: dict[tuple[str, str], ClientRuntime] = {}  # (client, run config text) -> its runtime
+        self.configs: dict[str, str] = {}  # run configs by hash
+        self.bases: dict[str, BaseModels] = {}  # per run config: the base models of its clients here
+        self.building = threading.RLock()  # a phase waits for the build the welcome started
+
+    def forget_other_runs(self, config_text: str) -> None:
+        """Free the clients and models of runs other than this one."""
+        self.runtimes = {k: v for k, v in self.runtimes.items() if k[1] == config_text}
+        self.bases = {k: v for k, v in self.bases.items() if k == config_text}
+
+
+PROCESS = ProcessState()
 
 
 def _node_name(context: Context, config: RunConfig) -> str:
@@ -159,19 +175,19 @@ def _config_text(message: Message, context: Context, keep: bool = False) -> str:
     if "config" in payload:
         text = str(payload["config"])
         sha = config_hash(text)
-        if keep and sha not in _CONFIGS:
-            _CONFIGS[sha] = text
+        if keep and sha not in PROCESS.configs:
+            PROCESS.configs[sha] = text
             atomic_write_text(child(_config_dir(context), f"{sha}.json"), text)
         return text
     sha = str(payload.get("config_sha", ""))
-    if sha not in _CONFIGS:
+    if sha not in PROCESS.configs:
         kept = child(_config_dir(context), f"{sha}.json") if re.fullmatch(SHA256_PATTERN, sha) else None
         text = kept.read_text() if kept is not None and kept.is_file() else None
         if text is None or config_hash(text) != sha:
             raise ValueError(f"this node was never sent run config {sha[:16]} (it comes once, with the server's "
                              f"welcome); restart the run so that the server welcomes this node")
-        _CONFIGS[sha] = text
-    return _CONFIGS[sha]
+        PROCESS.configs[sha] = text
+    return PROCESS.configs[sha]
 
 
 def _runtime(message: Message, context: Context) -> ClientRuntime:
@@ -185,10 +201,10 @@ def _runtime(message: Message, context: Context) -> ClientRuntime:
         config = config.model_copy(update={"clients": [c.model_copy(update=update) if c.name == name else c
                                                        for c in config.clients]})
     key = (name, text)
-    with _BUILDING:
-        if key not in _RUNTIMES:
-            _RUNTIMES[key] = _build(key, config, name, context)
-    return _RUNTIMES[key]
+    with PROCESS.building:
+        if key not in PROCESS.runtimes:
+            PROCESS.runtimes[key] = _build(key, config, name, context)
+    return PROCESS.runtimes[key]
 
 
 def _build(key: tuple[str, str], config: RunConfig, name: str, context: Context) -> ClientRuntime:
@@ -196,15 +212,12 @@ def _build(key: tuple[str, str], config: RunConfig, name: str, context: Context)
     # Keyed by run name, not Flower's run id: a resumed run is a new Flower run of the same FedMKT run.
     store = child(_state_dir(context, config), config.run_name or "default")
     seed_everything(config.seed)
-    for other in [k for k in _RUNTIMES if k[1] != key[1]]:  # another run's clients: free their memory
-        del _RUNTIMES[other]
-    for other in [k for k in _BASES if k != key[1]]:
-        del _BASES[other]
+    PROCESS.forget_other_runs(key[1])
     started = time.perf_counter()
     runtime = make_client(config, name, federated_split(config, clients=[name]), store,
-                          bases=_BASES.setdefault(key[1], BaseModels()))
+                          bases=PROCESS.bases.setdefault(key[1], BaseModels()))
     _note_load(store, time.perf_counter() - started)
-    runtime.party.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
+    runtime.party.progress.step_log = StepLog(store / "steps.jsonl", config.tracking.report_to, f"{store.name}-{name}")
     return runtime
 
 
@@ -235,10 +248,10 @@ def welcome(message: Message, context: Context) -> Message:
 
 def _build_ahead(message: Message, context: Context) -> None:
     try:
-        with _BUILDING:
+        with PROCESS.building:
             runtime = _runtime(message, context)
             server = parse_config(json.loads(_config_text(message, context))).server.source
-            runtime.party.sender_view(peer_tokenizer(server))  # what the first distill needs
+            runtime.party.sender_alignment(peer_tokenizer(server))  # what the first distill needs
     except Exception as error:  # the first phase message builds again and replies with the error; say so here
         LineReporter().message(f"building this node's client ahead failed ({type(error).__name__}: {error}); the "
                                f"first phase builds it again", "warning")

@@ -58,7 +58,7 @@ def server_main(grid: Grid, context: Context) -> None:
         transport = FlowerTransport(grid, config, float(run_config.get("phase-timeout", 600)),
                                     float(run_config.get("join-timeout", 120)), reporter)
         server = make_server(config, split)
-        server.step_log = StepLog(store.steps, config.tracking.report_to, store.root.name)
+        server.progress.step_log = StepLog(store.steps, config.tracking.report_to, store.root.name)
         metrics = Coordinator(config, server, split, transport, store, reporter).run(resume=resume)
         store.write_summary(metrics)
     finally:

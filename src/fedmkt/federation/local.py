@@ -63,7 +63,7 @@ class LocalFederation:
                                        reporter, clients_known=True)
         steps = StepLog(self.store.steps, config.tracking.report_to, self.store.root.name)
         for party in self.parties:
-            party.step_log = steps
+            party.progress.step_log = steps
 
     @property
     def run_dir(self) -> Path:
@@ -77,7 +77,7 @@ class LocalFederation:
         """Setup before round 1: vocabulary maps both ways (cached on disk), alignments, encodings."""
         self.coordinator.prepare()
         for runtime in self.runtimes.values():
-            runtime.party.sender_view(self.server.tokenizer)
+            runtime.party.sender_alignment(self.server.tokenizer)
 
     def run_round(self, round_no: int) -> RoundRecord:
         return self.coordinator.run_round(round_no)

@@ -20,11 +20,11 @@ from fedmkt.method_names import CENTRALIZED, FEDAVG, STANDALONE, FEDMKT as FEDMK
 from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.protocol import (ClientFailure, Phase, PrivateReply, Reply, Request, adapter_from_bytes,
                                         adapter_to_bytes, reply_from_wire, uids_to_wire)
-from fedmkt.federation.roles import Party, Peer, average_adapters
+from fedmkt.federation.roles import Party, ReceivedPacket, average_adapters
 from fedmkt.knowledge import KnowledgePacket, PacketError
 from fedmkt.models import peer_tokenizer
 from fedmkt.progress import Reporter
-from fedmkt.selection import SenderFailure, SenderKnowledge, rows_won_by, won_examples
+from fedmkt.selection import SenderFailure, AlignedKnowledge, rows_won_by, won_examples
 from fedmkt.records import RoundRecord, Timing, WireBytes, bounded_text, shown
 
 
@@ -207,15 +207,15 @@ class FedMKT(Method):
             return dict(zip(blobs, pool.map(decode, blobs.values())))
 
     def _take_in(self, name: str, packet: KnowledgePacket | Exception, rnd: RoundContext,
-                 phase: Phase) -> SenderKnowledge:
+                 phase: Phase) -> AlignedKnowledge:
         """One client's decoded packet checked (nothing in it trusted) and mapped: PacketError names what is wrong."""
         if isinstance(packet, Exception):
             raise packet
         if packet.sender != name:
             raise PacketError(f"packet from client '{name}' claims to come from {shown(packet.sender)}")
-        return self.server.receive(Peer(packet, peer_tokenizer(self.client_sources[name])), rnd.number, phase.value)
+        return self.server.receive(ReceivedPacket(packet, peer_tokenizer(self.client_sources[name])), rnd.number, phase.value)
 
-    def _received(self, rnd: RoundContext) -> tuple[list[SenderKnowledge], int]:
+    def _received(self, rnd: RoundContext) -> tuple[list[AlignedKnowledge], int]:
         """Steps (1)-(3): the clients' packets (two-step: their cross-entropies only), each checked and aligned
         on its own, so that whatever is wrong with one (bytes, size, tokenizer, public set, CE claims,
         alignment) drops that client only."""
@@ -234,7 +234,7 @@ class FedMKT(Method):
         rnd.require([s.packet.sender for s in senders], Phase.SHARE)
         return senders, up
 
-    def _with_won_rows(self, rnd: RoundContext, senders: list[SenderKnowledge]) -> tuple[list[SenderKnowledge], int]:
+    def _with_won_rows(self, rnd: RoundContext, senders: list[AlignedKnowledge]) -> tuple[list[AlignedKnowledge], int]:
         """Two-step upload, step 2: each sender is asked for the top-K rows of the examples selection takes from
         it, which must come with the cross-entropies it sent first. A sender whose rows fail is dropped, which
         changes the selection: the others are asked again until every selected row is in (as one-step would
@@ -248,7 +248,7 @@ class FedMKT(Method):
                 break
             replies = rnd.call(Phase.ROWS, {n: Request(rnd.number, uids=uids_to_wire(u)) for n, u in missing.items()})
             packets = self._decoded({name: reply.packet for name, reply in replies.items()})
-            arrived: dict[str, SenderKnowledge] = {}
+            arrived: dict[str, AlignedKnowledge] = {}
             for first in [s for s in senders if s.packet.sender in missing]:
                 name = first.packet.sender
                 if name not in replies:  # it failed the call (dropped there)
@@ -357,14 +357,18 @@ class Centralized(Method):
 
     def __init__(self, config: RunConfig, server: Party, split: FederatedSplit):
         super().__init__(config, server, split)
+        self._pooled: list | None = None  # the pooled examples as the server trains on them, encoded once
         missing = [name for name in self.clients if name not in split.private]
         if missing:
             raise ValueError(f"the centralized baseline pools every client's private data, but the server cannot read "
                              f"that of {missing} (given only on their nodes); run it locally")
 
     def train_round(self, rnd: RoundContext) -> None:
-        pooled = list(self.split.public) + [q for name in self.clients for q in self.split.private[name]]
-        rnd.record.private_loss["server"] = self.server.train_supervised(pooled, max(self.config.fedmkt.private_epochs, 1))
+        if self._pooled is None:
+            self._pooled = self.server.encode(
+                list(self.split.public) + [q for name in self.clients for q in self.split.private[name]])
+        rnd.record.private_loss["server"] = self.server.train_supervised(self._pooled,
+                                                                         max(self.config.fedmkt.private_epochs, 1))
 
 
 # Each name of method_names.METHODS (what it is, its label, what it needs) -> the class that trains it.

@@ -33,27 +33,44 @@ from fedmkt.models import LoadedModel, attach_lora, save_adapter
 from fedmkt.privacy import PrivacyBudget, train_dp_sgd
 from fedmkt.progress import SILENT, Reporter
 from fedmkt.records import shown
-from fedmkt.selection import (SenderKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
+from fedmkt.selection import (AlignedKnowledge, aligned_fractions, build_targets, gather_ce, select_sources,
                               selection_rates)
 from fedmkt.training import ComputeClock, extract_knowledge, seeded, train_lora
 
 
+# A sender's knowledge passes through three records on its way into a receiver's training (one family):
+#   ReceivedPacket    a packet as it arrives, with the tokenizer registered for its sender (unchecked);
+#   SenderAlignment   what the receiver builds once per sender tokenizer (vocabulary map, alignments, and
+#                     the sender's own labels, against which each of its packets is checked);
+#   AlignedKnowledge  (fedmkt.selection) a checked packet with that map and those alignments: what the
+#                     knowledge steps (DualMinCE selection, soft targets) read.
 @dataclass
-class Peer:
-    """What a receiver knows of a sender: its tokenizer (public) and its latest packet."""
+class ReceivedPacket:
+    """A packet as it arrives, and the tokenizer registered for its sender (public): not yet checked."""
 
     packet: KnowledgePacket
     tokenizer: PreTrainedTokenizerBase
 
 
 @dataclass
-class SenderView:
+class SenderAlignment:
     """What a receiver builds once per sender tokenizer (step 3, MinED): the vocabulary map and, per public
     example, the alignment of the receiver's loss positions to the sender's."""
 
     vmap: VocabMap
     alignments: dict[int, np.ndarray]  # uid -> [receiver loss positions] sender row, or -1
     labels: dict[int, np.ndarray]  # uid -> the sender's tokens at its own loss positions (checks its packets)
+
+
+@dataclass
+class Progress:
+    """Where a party stands in the run, in one object that the runners set and the party reads: the round it
+    serves (it labels per-step metrics), its training calls so far (each seeds one shuffle; checkpoints and
+    client stores save it, so a resumed party shuffles on as if never stopped) and where per-step metrics go."""
+
+    round: int = 0
+    train_calls: int = 0
+    step_log: Callable[[dict], None] | None = None  # per optimizer step (fedmkt.tracking.StepLog)
 
 
 @dataclass
@@ -91,12 +108,9 @@ class Party:
         self.clock = ComputeClock()
         self.reporter = reporter
         self.eval_scoring = eval_scoring
-        self.train_calls = 0  # training steps so far: seeds each shuffle, saved in checkpoints
-        self.round = 0  # the round being served (labels per-step metrics)
-        self.step_log: Callable[[dict], None] | None = None  # per optimizer step (fedmkt.tracking.StepLog)
-        self._senders: dict[str, SenderView] = {}
+        self.progress = Progress()
+        self._senders: dict[str, SenderAlignment] = {}
         self._knowledge: KnowledgePacket | None = None
-        self._pooled: tuple[list[int], list[Encoded]] | None = None  # (uids, encodings) of centralized SFT
 
     @property
     def active(self):
@@ -110,8 +124,8 @@ class Party:
         return self.tokenizer.pad_token_id
 
     def _next_seed(self) -> int:
-        self.train_calls += 1
-        return self.seed * 1000 + self.train_calls
+        self.progress.train_calls += 1
+        return self.seed * 1000 + self.progress.train_calls
 
     def share_knowledge(self) -> KnowledgePacket:
         """Steps (2) and (6): knowledge on the public set; computed once per model state (absorb reuses
@@ -130,11 +144,12 @@ class Party:
         self._knowledge = packet
 
     def _step_logger(self, description: str) -> Callable[[dict], None] | None:
-        if self.step_log is None:
+        log = self.progress.step_log
+        if log is None:
             return None
 
         def on_step(record: dict) -> None:
-            self.step_log({"party": self.name, "round": self.round, "what": description, **record})
+            log({"party": self.name, "round": self.progress.round, "what": description, **record})
         return on_step
 
     def _train(self, examples: list[Encoded], epochs: int, description: str, **kd) -> float:
@@ -144,7 +159,7 @@ class Party:
         return train_lora(self.active, examples, self.pad_id, self.train_spec, epochs, self._next_seed(), self.clock,
                           self.reporter, f"{self.name}: {description}", on_step=self._step_logger(description), **kd)
 
-    def sender_view(self, tokenizer: PreTrainedTokenizerBase) -> SenderView:
+    def sender_alignment(self, tokenizer: PreTrainedTokenizerBase) -> SenderAlignment:
         """Step (3): vocabulary map and alignments for a sender's tokenizer, built once (ahead of round 1
         when the runner prepares) and reused every round: the public set never changes."""
         fingerprint = tokenizer_fingerprint(tokenizer)
@@ -154,13 +169,13 @@ class Party:
             public = self.public if same else encode_questions(
                 tokenizer, [self._public_questions[e.uid] for e in self.public], self.train_spec.max_length)
             aligner = SequenceAligner(canonical_tokens(self.tokenizer), canonical_tokens(tokenizer))
-            view = SenderView(vmap=build_vocab_map(tokenizer, self.tokenizer),
+            view = SenderAlignment(vmap=build_vocab_map(tokenizer, self.tokenizer),
                               alignments={e.uid: aligner.align(self.public_by_uid[e.uid], e) for e in public},
                               labels={e.uid: e.answer_ids for e in public})
             self._senders[fingerprint] = view
         return view
 
-    def receive(self, peer: Peer, round_no: int | None = None, phase: str | None = None) -> SenderKnowledge:
+    def receive(self, peer: ReceivedPacket, round_no: int | None = None, phase: str | None = None) -> AlignedKnowledge:
         """A peer's packet, checked against what this party knows without trusting it (the exchange it was
         asked for: `round_no`, `phase`; the sender's tokenizer, the public set and its tokenization, top-K,
         the cross-entropy the packet's own log-probs allow), with its vocabulary map and alignments.
@@ -170,21 +185,21 @@ class Party:
             raise PacketError(
                 f"tokenizer mismatch: the packet from {shown(peer.packet.sender)} was made with vocabulary "
                 f"{shown(peer.packet.tokenizer)}, but the tokenizer registered for it is {fingerprint}")
-        view = self.sender_view(peer.tokenizer)
+        view = self.sender_alignment(peer.tokenizer)
         peer.packet.check(Expected(labels=view.labels, top_k=self.fedmkt.top_k, public_set=self.public_hash,
                                    round=round_no, phase=phase))
-        return SenderKnowledge(peer.packet, view.vmap, view.alignments)
+        return AlignedKnowledge(peer.packet, view.vmap, view.alignments)
 
     @property
     def public_uids(self) -> list[int]:
         return [e.uid for e in self.public]
 
-    def select(self, senders: list[SenderKnowledge]) -> np.ndarray:
+    def select(self, senders: list[AlignedKnowledge]) -> np.ndarray:
         """Step (4) alone, from the cross-entropies: weights [1 + C, N] over (own, senders) per public example
         (what `absorb` trains on; the two-step exchange asks each sender for the rows it won)."""
         return select_sources(*gather_ce(self.public_uids, self.share_knowledge(), senders), self.fedmkt.selection)
 
-    def absorb(self, senders: list[SenderKnowledge]) -> AbsorbStats:
+    def absorb(self, senders: list[AlignedKnowledge]) -> AbsorbStats:
         """Steps (4)-(5) on the server, (7) on a client: select per example among own and the received
         knowledge (DualMinCE), build the soft targets, train λ·CE + (1-λ)·soft CE."""
         own = self.share_knowledge()
@@ -197,14 +212,13 @@ class Party:
         return AbsorbStats(loss=loss, selected=selection_rates(weights, [s.packet.sender for s in senders]),
                            aligned_fraction=aligned_fractions(uids, senders))
 
-    def train_supervised(self, questions: list[Question], epochs: int) -> float:
-        """Plain SFT on labelled questions (the centralized baseline pools everyone's data here)."""
-        cached = self._pooled
-        if cached is None or cached[0] != [q.uid for q in questions]:
-            cached = ([q.uid for q in questions],
-                      encode_questions(self.tokenizer, questions, self.train_spec.max_length, self.system_prompt))
-            self._pooled = cached
-        return self._train(cached[1], epochs, "centralized SFT")
+    def encode(self, questions: list[Question]) -> list[Encoded]:
+        """Questions as this party trains on them (its tokenizer, length and system prompt)."""
+        return encode_questions(self.tokenizer, questions, self.train_spec.max_length, self.system_prompt)
+
+    def train_supervised(self, examples: list[Encoded], epochs: int) -> float:
+        """Plain SFT on labelled examples (the centralized baseline pools everyone's data here)."""
+        return self._train(examples, epochs, "centralized SFT")
 
     def evaluate(self, questions: list[Question]) -> dict:
         what = f"{self.name}: evaluation on {questions[0].domain if questions else 'nothing'}"
@@ -247,7 +261,7 @@ class ClientParty(Party):
 
     def __init__(self, *args, private: list[Question], privacy: PrivacyBudget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.private = encode_questions(self.tokenizer, private, self.train_spec.max_length, self.system_prompt)
+        self.private = self.encode(private)
         self.privacy = privacy
 
     def train_private(self) -> PrivateTraining:
