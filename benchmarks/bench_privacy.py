@@ -159,8 +159,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="private epochs (the stress setting)")
     parser.add_argument("--settings", default="none,8,4,1", help="none and target epsilons, comma-separated")
     parser.add_argument("--eval-size", type=int, default=200, help="held-out questions scored for accuracy")
+    parser.add_argument("--name", default="privacy", help="results file (benchmarks/results/<name>.json)")
     args = parser.parse_args()
-    record("privacy", run(args.rows, args.epochs, args.settings.split(","), args.eval_size))
+    record(args.name, run(args.rows, args.epochs, args.settings.split(","), args.eval_size))
 
 
 if __name__ == "__main__":

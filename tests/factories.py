@@ -35,6 +35,26 @@ def ragged_packet(n=3, k=4, vocab=100, seed=0):
                            topk_logprobs=logp.astype(np.float16))
 
 
+def crash_after_a_share_in_round_two(federation, client: str = "stem") -> None:
+    """Run `federation` until round 2, in which `client` serves its SHARE (trains, sends) and then the power
+    goes: KeyboardInterrupt out of `federation.run()`."""
+    import pytest
+
+    from fedmkt.federation.protocol import Phase, Request
+
+    original = federation.coordinator.run_round
+
+    def crash_in_round_two(round_no):
+        if round_no == 2:
+            federation.coordinator.transport.call(Phase.SHARE, {client: Request(2).to_wire()})
+            raise KeyboardInterrupt
+        return original(round_no)
+
+    federation.coordinator.run_round = crash_in_round_two
+    with pytest.raises(KeyboardInterrupt):
+        federation.run()
+
+
 class FakeServer:
     """A server party without a model: records what it absorbs, answers with fixed knowledge."""
 

@@ -12,10 +12,10 @@ from fedmkt.data.splits import FederatedSplit
 from fedmkt.federation.coordinator import Coordinator
 from fedmkt.federation.local import LocalFederation
 from fedmkt.federation.methods import RoundFailed
-from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply, Request,
+from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply,
                                         ShareReply)
 from fedmkt.federation.store import RunStore
-from tests.factories import FakeServer, FakeTransport, packet
+from tests.factories import FakeServer, FakeTransport, crash_after_a_share_in_round_two, packet
 from tests.tiny import tiny_config
 
 
@@ -262,18 +262,7 @@ def test_a_bad_client_is_dropped_and_the_round_goes_on(tmp_path, mmlu, mode, pha
 def test_local_run_resumes_after_a_crash_with_nothing_lost(tmp_path, mmlu):
     whole = LocalFederation(parse_config(tiny_config(tmp_path, "whole")), questions=mmlu).run()
     config = parse_config(tiny_config(tmp_path, "crash"))
-    crashing = LocalFederation(config, questions=mmlu)
-    original = crashing.coordinator.run_round
-
-    def crash_in_round_two(round_no):
-        if round_no == 2:  # half a round of work, then the power goes
-            crashing.coordinator.transport.call(Phase.SHARE, {"stem": Request(2).to_wire()})
-            raise KeyboardInterrupt
-        return original(round_no)
-
-    crashing.coordinator.run_round = crash_in_round_two
-    with pytest.raises(KeyboardInterrupt):
-        crashing.run()
+    crash_after_a_share_in_round_two(LocalFederation(config, questions=mmlu))  # half a round, then the power goes
     resumed = LocalFederation(config, questions=mmlu, resume=True).run()
     a = json.loads((whole / "metrics.json").read_text())["rounds"]
     b = json.loads((resumed / "metrics.json").read_text())["rounds"]

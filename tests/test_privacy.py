@@ -14,6 +14,7 @@ from fedmkt.federation.protocol import Phase, Request
 from fedmkt.models import attach_lora, load_model
 from fedmkt.privacy import PrivacyBudget, PrivacyError, PrivateGradients, poisson_batches, row_losses
 from fedmkt.training import seeded
+from tests.factories import crash_after_a_share_in_round_two
 from tests.tiny import tiny_config
 
 
@@ -156,18 +157,8 @@ def _rounds(run):
 def test_a_dp_run_reports_what_each_client_spent_and_a_crashed_round_spends_for_good(tmp_path, mmlu):
     whole = LocalFederation(_dp_config(tmp_path, "whole", target_epsilon=3.0), questions=mmlu).run()
     config = _dp_config(tmp_path, "crash", target_epsilon=3.0)
-    crashing = LocalFederation(config, questions=mmlu)
-    original = crashing.coordinator.run_round
-
-    def crash_in_round_two(round_no):
-        if round_no == 2:  # stem trains (and spends) half a round, then the power goes
-            crashing.coordinator.transport.call(Phase.SHARE, {"stem": Request(2).to_wire()})
-            raise KeyboardInterrupt
-        return original(round_no)
-
-    crashing.coordinator.run_round = crash_in_round_two
-    with pytest.raises(KeyboardInterrupt):
-        crashing.run()
+    crash_after_a_share_in_round_two(LocalFederation(config, questions=mmlu))  # stem trains and spends, then the
+    # power goes
     resumed = LocalFederation(config, questions=mmlu, resume=True).run()
     a, b = _rounds(whole), _rounds(resumed)
     assert a[0]["privacy"]["stem"]["epsilon"] < a[1]["privacy"]["stem"]["epsilon"] <= 3.0

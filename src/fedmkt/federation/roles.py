@@ -272,8 +272,8 @@ class ClientParty(Party):
             return PrivateTraining(self._train(self.private, self.fedmkt.private_epochs, "private SFT"))
         budget = self.privacy
         if not budget.allows(budget.steps_per_call):
-            self.reporter.message(f"{self.name}: private training stopped: round {self.round} would spend epsilon "
-                                  f"{budget.epsilon_after(budget.steps_per_call):.3f}, above its target "
+            self.reporter.message(f"{self.name}: private training stopped: round {self.progress.round} would spend "
+                                  f"epsilon {budget.epsilon_after(budget.steps_per_call):.3f}, above its target "
                                   f"{budget.spec.target_epsilon:g} ({budget.describe()}); it distills on public "
                                   f"knowledge only", "warning")
             return PrivateTraining(float("nan"), budget_stop=True)
