@@ -49,8 +49,8 @@ class PrivacyBudget:
 
     sample rate q = expected batch / N rows; steps per epoch round(1/q) (Opacus' Poisson loader's count);
     the noise multiplier, where `auto`, is the smallest that keeps the planned steps (every round's private
-    epochs) within the target epsilon. The accountant's history is this object's whole state: a client keeps
-    it beside its adapter, so a resumed run spends exactly as one that never stopped."""
+    epochs) within the target epsilon. The accountant's history is this object's whole state: a client keeps it
+    in its store (ClientRuntime), and it never rolls back with the adapter."""
 
     def __init__(self, spec: PrivacySpec, rows: int, expected_batch: int, epochs_per_call: int, calls: int):
         if rows < 1:
@@ -84,9 +84,9 @@ class PrivacyBudget:
         return sum(int(count) for _, _, count in self.accountant.history)
 
     def _epsilon_of(self, history: list) -> float:
-        if not history:
+        if not any(steps for _, _, steps in history):
             return 0.0
-        if self.noise_multiplier == 0:
+        if any(noise == 0 and steps for noise, _, steps in history):  # a step without noise: no bound at all
             return math.inf
         saved = self.accountant.history
         self.accountant.history = history

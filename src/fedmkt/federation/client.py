@@ -104,7 +104,8 @@ class ClientRuntime:
         """Bring the in-memory adapter (and privacy ledger) to where this request expects it."""
         if self.store is None:
             return
-        if self.party.privacy is not None and self._ledger().is_file():  # another process may have trained since
+        if phase in (Phase.SHARE, Phase.PRIVATE) and self.party.privacy is not None and self._ledger().is_file():
+            # the phases that train privately and report the spend; another process may have trained since
             try:
                 self.party.privacy.load_state(json.loads(self._ledger().read_text())["history"])
             except (ValueError, KeyError, TypeError) as error:  # never guess a smaller spend

@@ -8,6 +8,7 @@ that fails (with the reason in the round's record) so the round goes on with the
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
@@ -115,7 +116,7 @@ class RoundContext:
     def took_private(self, name: str, reply: PrivateReply) -> None:
         """Record a client's step (1): its loss, or under DP-SGD the epsilon it reports having spent."""
         self.record.private_loss[name] = reply.private_loss
-        if reply.epsilon == reply.epsilon:  # not NaN: a DP client
+        if not math.isnan(reply.epsilon):  # a DP client
             self.record.privacy[name] = {"epsilon": reply.epsilon, "delta": reply.delta, "stopped": reply.budget_stop}
             self.reporter.message(f"client {name}: epsilon {reply.epsilon:.3f} spent at delta {reply.delta:.3g}"
                                   + ("; its budget stopped its private training" if reply.budget_stop else ""),
