@@ -29,7 +29,7 @@ from fedmkt.federation.local import LocalFederation
 
 SIZE = int(os.environ.get("FEDMKT_BENCH_FLOWER_SIZE", "16"))
 THREADS = os.environ.get("FEDMKT_BENCH_FLOWER_THREADS", "1")
-CLIENTS = ("client-hotels", "client-medicine")  # the default config's
+CLIENTS = ("client-products", "client-movies")  # the default config's
 
 
 def bench_config(out: Path, name: str) -> dict:

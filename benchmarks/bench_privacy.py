@@ -27,7 +27,8 @@ import numpy as np
 
 from benchmarks.common import record, timed
 
-TASK = "multiemo/hotels_sentence_en"
+TASK = "vader/product_reviews"  # the results of 2026-12-04/05 were measured on multiemo/hotels_sentence_en,
+# whose BIG-bench sdist PyPI no longer serves: rerun every setting on this task to extend the table
 RESAMPLES = 1000
 
 
@@ -106,7 +107,7 @@ def run(rows: int, epochs: int, settings: list[str], eval_size: int, seed: int =
 
     config = parse_config({
         "seed": seed, "clients": [{"name": "target", "domains": [TASK]}],
-        "data": {"bigbench_tasks": [TASK], "public_domains": [TASK], "public_size": 1, "private_size": rows,
+        "data": {"public_domains": [TASK], "public_size": 1, "private_size": rows,
                  "eval_size": rows + eval_size, "eval_domains": [TASK], "choice_format": "cloze"},
         "train": {"batch_size": 8}, "fedmkt": {"private_epochs": epochs, "rounds": 1}})
     split = federated_split(config, load_questions(config))

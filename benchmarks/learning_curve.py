@@ -24,12 +24,13 @@ def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int,
           scoring: str = "letter", choice_format: str = "letters", seed: int = 0) -> list[dict]:
     from fedmkt.config import parse_config
     from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
+    from fedmkt.data.vader import DOMAINS as VADER_DOMAINS
     from fedmkt.federation.setup import federated_split, load_questions, make_client
     from fedmkt.stats import paired_difference
 
     config = parse_config({
         "seed": seed, "clients": [{"name": "learner", "model": {"source": source}, "domains": [task]}],
-        "data": {"bigbench_tasks": [] if task in MMLU_DOMAINS else [task], "public_size": 1, "private_size": max(sizes), "eval_size": eval_size,
+        "data": {"bigbench_tasks": [] if task in MMLU_DOMAINS or task in VADER_DOMAINS else [task], "public_size": 1, "private_size": max(sizes), "eval_size": eval_size,
                  "eval_domains": [task], "eval_scoring": scoring,
                  "choice_format": choice_format},
         "train": {"learning_rate": learning_rate}, "fedmkt": {"private_epochs": epochs}})
@@ -42,7 +43,8 @@ def curve(task: str, source: str, sizes: list[int], eval_size: int, epochs: int,
     for size in sizes:
         party.load_adapter_state(initial)
         party.private = private[:size]
-        loss, trained = timed(party.train_private) if size else (float("nan"), 0.0)
+        done, trained = timed(party.train_private) if size else (None, 0.0)
+        loss = done.loss if done is not None else float("nan")
         result, evaluated = timed(party.evaluate, held_out)
         scores = result["per_question"]
         if zero_shot is None:

@@ -124,3 +124,44 @@ def test_zero_shot_scores_are_shared_between_cells(tmp_path, mmlu, monkeypatch):
     # Round 0 once for the grid: the server and one of the two SmolLM2 clients (a fresh adapter changes nothing,
     # so both clients' zero-shot is one score) x 2 domains; round 1 of each cell: 2 clients x 2 domains.
     assert len(evaluated) == 2 * 2 + 2 * (2 * 2)
+
+
+def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_path, mmlu):
+    """Each seed its own run folder and split; the report pairs the cells seed by seed (two-level bootstrap),
+    shows the mean and spread over seeds, the majority-class row, the ablation the grid names, and TOST
+    verdicts against the grid's margin; question ids travel in every metrics.json."""
+    cells = [{"name": "fedmkt", "config": {}},
+             {"name": "public-labels", "ablates": "fedmkt", "config": {"fedmkt": {"ce_weight": 1.0}}},
+             {"name": "standalone", "config": {"fedmkt": {"method": "standalone"}}}]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "seeded", "seeds": [3, 4], "equivalence_margin": 0.5, "base": BASE,
+                                    "cells": cells}))
+    grid_dir = run_grid(path, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    runs = {(c["name"], s): json.loads((grid_dir / c["name"] / f"seed-{s}" / "metrics.json").read_text())
+            for c in cells for s in (3, 4)}
+    assert {m["config"]["seed"] for (name, s), m in runs.items() if s == 3} == {3}
+    ids = {s: runs[("fedmkt", s)]["question_ids"] for s in (3, 4)}
+    assert ids[3] != ids[4]  # each seed draws its own evaluation questions
+    assert all(len(v) == runs[("fedmkt", 3)]["split"]["evaluation"][d] for d, v in ids[3].items())
+    assert runs[("fedmkt", 3)]["majority"]["mean"]["acc"] >= 0
+    report = (grid_dir / "report.md").read_text()
+    assert "| Majority class | - | fedmkt (public labels) |" in report
+    assert " ±" in report  # mean ±sd over the two seeds
+    ablation = [line for line in report.splitlines() if line.startswith("| FedMKT (fedmkt) against public-labels: ")]
+    assert {line.split(" | ")[0].rsplit(": ", 1)[1] for line in ablation} >= {"LLM", "SLM stem"}
+    assert all(", 2 seeds)" in line for line in ablation)
+    verdicts = {line.rsplit(" | ", 1)[1].rstrip(" |") for line in report.splitlines() if ", 2 seeds)" in line}
+    assert verdicts <= {"higher", "lower", "equivalent within ±0.5", "inconclusive"} and verdicts
+    before = {k: (grid_dir / k[0] / f"seed-{k[1]}" / "metrics.json").stat().st_mtime_ns for k in runs}
+    run_grid(path, tmp_path / "runs", questions_loader=lambda config: mmlu)  # every seed done: nothing runs
+    assert before == {k: (grid_dir / k[0] / f"seed-{k[1]}" / "metrics.json").stat().st_mtime_ns for k in runs}
+
+
+def test_a_grid_names_an_ablation_of_a_cell_it_lacks(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "base": BASE, "cells": [{"name": "a", "ablates": "nowhere"}]}))
+    with pytest.raises(ConfigError, match="a ablates nowhere"):
+        load_grid(path)
+    path.write_text(yaml.safe_dump({"name": "g", "seeds": [1, 1], "base": BASE, "cells": [{"name": "a"}]}))
+    with pytest.raises(ConfigError, match="seeds must be distinct"):
+        load_grid(path)

@@ -36,3 +36,56 @@ def test_pairing_demands_the_same_questions():
         paired_difference([1, 0, 1], [1, 0])
     with pytest.raises(ValueError, match="at least one"):
         paired_difference([], [])
+
+
+def test_equivalence_is_two_one_sided_tests_against_the_margin():
+    from fedmkt.stats import paired_difference
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 2, size=2000).astype(float)
+    b = a.copy()
+    b[np.flatnonzero(a == 0)[:10]] = 1.0  # +0.005: tiny, and measured on 2,000 questions
+    d = paired_difference(a, b)
+    assert d.low > 0 and d.verdict(0.02) == "higher"  # a difference can be real and small
+    same = paired_difference(a, a.copy())
+    assert same.verdict(0.02) == "equivalent within ±0.02" and same.verdict() == "within noise"
+    few = paired_difference(a[:40], rng.integers(0, 2, size=40).astype(float))  # 40 unrelated answers
+    assert few.low < 0 < few.high and few.verdict(0.02) == "inconclusive"
+    assert few.low < few.low90 < few.high90 < few.high  # the 90% interval TOST reads lies inside the 95% one
+
+
+def test_seeds_widen_the_interval_when_they_disagree():
+    from fedmkt.stats import paired_difference, seeded_difference
+
+    rng = np.random.default_rng(2)
+    a = [rng.integers(0, 2, size=500).astype(float) for _ in range(3)]
+
+    def shifted(scores, up):  # turn `up` wrong answers right (or right ones wrong when negative)
+        out = scores.copy()
+        pick = np.flatnonzero(scores == (0 if up > 0 else 1))[:abs(up)]
+        out[pick] = 1.0 if up > 0 else 0.0
+        return out
+
+    agree = seeded_difference([(x, shifted(x, 50)) for x in a])
+    assert agree.seeds == 3 and agree.n == 1500 and agree.low > 0 and abs(agree.difference - 0.1) < 1e-9
+    disagree = [(a[0], shifted(a[0], 100)), (a[1], shifted(a[1], -100)), (a[2], a[2])]
+    two_level = seeded_difference(disagree)
+    pooled = paired_difference(np.concatenate([p[0] for p in disagree]), np.concatenate([p[1] for p in disagree]))
+    assert abs(two_level.difference) < 1e-9 and two_level.low < 0 < two_level.high
+    assert two_level.half_width > 2 * pooled.half_width  # the seeds' spread counts, not the questions' alone
+
+
+def test_pairs_follow_question_ids_and_refuse_other_questions():
+    import pytest
+
+    from fedmkt.stats import QuestionMismatch, compare_scores
+
+    ours = {"d": {"acc": 0.5, "n": 4, "per_question": [1.0, 1.0, 0.0, 0.0]}}
+    base = {"d": {"acc": 0.5, "n": 4, "per_question": [0.0, 0.0, 1.0, 1.0]}}
+    # The same answers, listed in another order: paired by id, nothing changed.
+    same = compare_scores(ours, base, {"d": [1, 2, 3, 4]}, {"d": [3, 4, 1, 2]})[0]
+    assert same.paired.difference == 0 and (same.paired.low, same.paired.high) == (0.0, 0.0)
+    by_position = compare_scores(ours, base)[0]  # runs without ids: by position, which here differs everywhere
+    assert by_position.paired.low < 0 < by_position.paired.high and by_position.paired.half_width > 0.2
+    with pytest.raises(QuestionMismatch, match="d: different questions"):
+        compare_scores(ours, base, {"d": [1, 2, 3, 4]}, {"d": [1, 2, 3, 5]})

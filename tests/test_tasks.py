@@ -1,4 +1,4 @@
-"""BIG-bench tasks from an sdist-shaped archive, free-text questions and ROUGE-L."""
+"""BIG-bench tasks and VADER's rated sentences from sdist-shaped archives, free-text questions and ROUGE-L."""
 
 import io
 import json
@@ -6,9 +6,10 @@ import tarfile
 
 import pytest
 
-from fedmkt.data import bigbench
+from fedmkt.data import bigbench, vader
 from fedmkt.data.prompts import answer_text, prompt_text
 from fedmkt.config import parse_config
+from fedmkt.data.sdist import SdistUnavailable
 from fedmkt.data.splits import federated_split
 from fedmkt.evaluation import evaluate_questions, rouge_l
 
@@ -95,15 +96,75 @@ def test_mixed_split_and_free_text_evaluation(sdist, mmlu, smol_tok):
 
 @pytest.mark.slow
 def test_real_bigbench_tasks_from_pypi():
-    from fedmkt.config import RunConfig
-
-    default_tasks = RunConfig().data.bigbench_tasks  # fetched in the same pass over the sdist
-    questions = bigbench.load_bigbench(["social_iqa", "general_knowledge", *default_tasks])
-    for task in default_tasks:  # the default run's sentiment domains: thousands of 4-way questions each
-        sentiment = [q for q in questions if q.domain == task]
-        assert len(sentiment) > 2000 and {len(q.choices) for q in sentiment} == {4}
-        assert set(sentiment[0].choices) == {"positive", "negative", "neutral", "ambivalent"}
+    try:
+        questions = bigbench.load_bigbench(["social_iqa", "general_knowledge", "multiemo/hotels_sentence_en"])
+    except SdistUnavailable as error:  # PyPI stopped serving bigbench 1.0.0 in December 2026
+        if "No matching distribution" not in str(error):
+            raise
+        pytest.skip(f"the bigbench {bigbench.VERSION} sdist is not on the package index: {error}")
+    sentiment = [q for q in questions if q.domain == "multiemo/hotels_sentence_en"]
+    assert len(sentiment) > 2000 and {len(q.choices) for q in sentiment} == {4}
     social = [q for q in questions if q.domain == "social_iqa"]
     assert len(social) > 1500 and all(2 <= len(q.choices) and 0 <= q.answer < len(q.choices) for q in social)
     assert sum(len(q.choices) == 3 for q in social) > 0.9 * len(social)
     assert 50 < sum(q.domain == "general_knowledge" for q in questions) <= 70
+
+
+def _vader_sdist(path, files: dict[str, str]):
+    """A vaderSentiment-shaped sdist: the rating files inside additional_resources/hutto_ICWSM_2014.tar.gz."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as data:
+        for name, text in files.items():
+            blob = text.encode()
+            info = tarfile.TarInfo(f"hutto_ICWSM_2014/{name}")
+            info.size = len(blob)
+            data.addfile(info, io.BytesIO(blob))
+    with tarfile.open(path, "w:gz") as sdist:
+        info = tarfile.TarInfo(f"vaderSentiment-{vader.VERSION}/additional_resources/hutto_ICWSM_2014.tar.gz")
+        info.size = len(inner.getvalue())
+        sdist.addfile(info, io.BytesIO(inner.getvalue()))
+    return path
+
+
+def test_vader_sentences_become_three_way_sentiment_questions(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path / "cache"))
+    files = {name: "" for name, _ in vader.FILES.values()}
+    files["tweets_GroundTruth.txt"] = ("1\t2.7\tSo lucky &amp; happy.\r\n2\t-0.5\tmeh\r\n3\t0.51\tok then\r\n"
+                                       "4\tnot-a-number\tskipped\r\n5\t-3.1\t\r\n6\t-0.51\tawful\r\n")
+    files["movieReviewSnippets_GroundTruth.txt"] = "1\t-2.0\tA ''classic'' bore.\n"
+    monkeypatch.setenv(vader.VARIABLE, str(_vader_sdist(tmp_path / "vader.tar.gz", files)))
+    vader._all.cache_clear()
+    questions = vader.load_vader(["vader/tweets", "vader/movie_reviews"])
+    tweets = [q for q in questions if q.domain == "vader/tweets"]
+    # Lines that do not parse (a rating that is no number, no text) are skipped; the band is +-0.5 inclusive.
+    assert [(q.choices[q.answer], q.question.splitlines()[0]) for q in tweets] == [
+        ("positive", "Tweet: So lucky & happy."), ("neutral", "Tweet: meh"), ("positive", "Tweet: ok then"),
+        ("negative", "Tweet: awful")]
+    movie = next(q for q in questions if q.domain == "vader/movie_reviews")
+    assert movie.question.startswith('Movie review: A "classic" bore.') and movie.choices[movie.answer] == "negative"
+    uids = [q.uid for q in questions]
+    assert len(set(uids)) == len(uids) and all(2 * 10**11 <= u < 1 << 40 for u in uids)
+    assert (tmp_path / "cache" / "vader" / vader.VERSION / "tweets_GroundTruth.txt").is_file()
+    monkeypatch.setenv(vader.VARIABLE, str(tmp_path / "gone.tar.gz"))  # cached now: the archive is not read again
+    vader._all.cache_clear()
+    assert [q.uid for q in vader.load_vader(["vader/tweets"])] == [q.uid for q in tweets]
+    vader._all.cache_clear()
+
+
+def test_a_missing_sdist_is_named_with_the_variable_that_supplies_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(vader.VARIABLE, str(tmp_path / "nowhere.tar.gz"))
+    vader._all.cache_clear()
+    with pytest.raises(SdistUnavailable, match="FEDMKT_VADER_SDIST names .*nowhere.tar.gz, which is not a file"):
+        vader.load_vader()
+    vader._all.cache_clear()
+
+
+@pytest.mark.slow
+def test_real_vader_sentences_from_pypi():
+    questions = vader.load_vader()
+    counts = {d: sum(q.domain == d for q in questions) for d in vader.DOMAINS}
+    assert counts == {"vader/tweets": 4200, "vader/movie_reviews": 10605, "vader/product_reviews": 3708,
+                      "vader/editorials": 5190}
+    movie = [q.answer for q in questions if q.domain == "vader/movie_reviews"]
+    assert 0.4 < movie.count(0) / len(movie) < 0.55 and movie.count(1) / len(movie) < 0.1  # few neutral snippets

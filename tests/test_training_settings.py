@@ -177,20 +177,20 @@ def test_hub_id_offline_with_per_party_settings_through_config_and_set(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "runs" / "hub"
     assert "left in the run" in done.stdout  # progress lines that read well in a log file
-    adapter = json.loads((run / "round-2" / "client-medicine" / "adapter_config.json").read_text())
+    adapter = json.loads((run / "round-2" / "client-movies" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == repo and adapter["r"] == 4  # the source as given, its own r
-    assert json.loads((run / "round-2" / "client-hotels" / "adapter_config.json").read_text())["r"] == 8
+    assert json.loads((run / "round-2" / "client-products" / "adapter_config.json").read_text())["r"] == 8
     steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
     by_party = {}
     for step in steps:
         by_party.setdefault(step["party"], []).append(step)
-    assert set(by_party) == {"server", "client-hotels", "client-medicine"}
+    assert set(by_party) == {"server", "client-products", "client-movies"}
     assert {s["round"] for s in steps} == {1, 2} and {s["what"] for s in steps} >= {"private SFT", "distill"}
     assert max(s["learning_rate"] for s in by_party["server"]) <= 1e-3 < max(
-        s["learning_rate"] for s in by_party["client-hotels"])
+        s["learning_rate"] for s in by_party["client-products"])
     # 6 private examples in batches of 3: 2 optimizer steps, or 1 with gradient accumulation 2.
     private = lambda party: [s for s in by_party[party] if s["what"] == "private SFT" and s["round"] == 1]
-    assert len(private("client-hotels")) == 2 and len(private("client-medicine")) == 1
+    assert len(private("client-products")) == 2 and len(private("client-movies")) == 1
     missing = subprocess.run([str(BIN / "fedmkt"), "run", "--config", str(base), "--set", "server.source=nobody/none"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode == 2

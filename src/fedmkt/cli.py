@@ -160,18 +160,20 @@ def generate(run_dir: Path = typer.Argument(..., help="a run folder"),
 @app.command()
 def prepare(models: list[str] = typer.Argument(None, help="model sources (default: the packaged ones)")) -> None:
     """Convert packaged GGUF models to the safetensors cache once (later loads take about a second); with no
-    model named, also fetch the default run's BIG-bench tasks."""
+    model named, also fetch the default run's data (VADER's sentences)."""
     from fedmkt.config import ModelSpec
     from fedmkt.models import PACKAGED, ModelNotFoundError, load_model
 
-    if not models:  # the default run's BIG-bench tasks too: after this a default run needs no network
-        from fedmkt.config import RunConfig
-        from fedmkt.data.bigbench import ensure_tasks
+    if not models:  # the default run's data too: after this a default run needs no network
+        from fedmkt.data.sources import DataError
+        from fedmkt.data.vader import ensure_files
 
-        tasks = RunConfig().data.bigbench_tasks
         start = time.perf_counter()
-        ensure_tasks(tasks)
-        console.print(f"BIG-bench tasks {', '.join(tasks)}: ready in {time.perf_counter() - start:.1f}s")
+        try:
+            ensure_files()
+        except (DataError, FileNotFoundError) as error:
+            _fail(error)
+        console.print(f"VADER sentences (the default run's data): ready in {time.perf_counter() - start:.1f}s")
     for source in models or sorted(PACKAGED):
         start = time.perf_counter()
         try:

@@ -18,6 +18,7 @@ order, for the run folder (federation/store.py) and the report.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import torch
@@ -58,6 +59,24 @@ def summarize(domains: dict[str, dict], own: dict | None = None) -> PartyScores:
     mean = {m: float(np.mean([s[m] for s in scores if m in s])) for m in metrics}
     mean["score"] = float(np.mean([s[primary_metric(s)] for s in scores])) if scores else 0.0
     return PartyScores(dict(domains), mean, own)
+
+
+def majority_class(public: list[Question], evaluation: dict[str, list[Question]]) -> PartyScores | None:
+    """The constant predictor every party could build: for each multiple-choice evaluation domain, the label
+    commonest among the labelled public set's questions of that domain (of the whole public set where it has
+    none), answered to every question. None without a multiple-choice domain."""
+    def commonest(questions: list[Question]) -> str | None:
+        labels = Counter(q.choices[q.answer] for q in questions if q.choices)
+        return labels.most_common(1)[0][0] if labels else None  # ties: the first seen, in the set's order
+
+    results = {}
+    for domain, questions in evaluation.items():
+        label = commonest([q for q in public if q.domain == domain]) or commonest(public)
+        if label is None or not all(q.choices for q in questions):
+            continue
+        correct = [float(q.choices[q.answer] == label) for q in questions]
+        results[domain] = {"acc": float(np.mean(correct)) if correct else 0.0, "n": len(questions), PER_QUESTION: correct}
+    return summarize(results) if results else None
 
 
 def _single_token_letters(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int] | None:

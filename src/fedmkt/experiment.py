@@ -9,7 +9,8 @@
         config: {fedmkt: {method: fedmkt}}      # merged over base (nested mappings merge)
 
 Every cell is validated before anything runs (`fedmkt.grid.load_grid`). Each cell runs into
-<grid dir>/<cell name>/: a finished cell is skipped, an interrupted one resumes after its last
+<grid dir>/<cell name>/, or with `seeds: [0, 1, 2]` once per seed into <cell name>/seed-<N>/ (each seed its
+own split and initialisation): a finished run is skipped, an interrupted one resumes after its last
 completed round, so re-running the same command after a crash only does what is left. A cell whose
 saved config differs from the grid's is an error, never overwritten. Zero-shot scores are shared
 between cells: the same model on the same questions is evaluated once per grid.
@@ -61,25 +62,27 @@ def run_grid(path: Path, output_dir: Path | None = None, reporter: Reporter = SI
     (grid_dir / "grid.yaml").write_text(path.read_text())
     loaded: dict[tuple, list[Question]] = {}
     for cell in grid.cells:
-        config = configs[cell.name].model_copy(update={"output_dir": grid_dir, "run_name": cell.name})
-        cell_dir = grid_dir / cell.name
-        if not _same_config(cell_dir, config):
-            raise ConfigError(f"grid cell {cell.name}: {cell_dir} holds a run of a different config; "
-                              f"move it away or rename the cell")
-        if _finished(cell_dir, config):
-            reporter.message(f"{cell.name}: done, skipped")
-            continue
-        resume = (cell_dir / "metrics.json").is_file()
-        if cell_dir.exists() and not resume:
-            shutil.rmtree(cell_dir)  # started but no result saved yet (only initial adapters): start again
-        reporter.message(f"{cell.name} ({cell.scenario or 'grid cell'})", "heading")
-        key = tuple(config.data.bigbench_tasks)
-        if key not in loaded:
-            loaded[key] = questions_loader(config)
-        start = time.perf_counter()
-        LocalFederation(config, reporter=reporter, questions=loaded[key], resume=resume,
-                        zero_shot_cache=grid_dir / "zero_shot_cache.json").run()
-        reporter.message(f"{cell.name}: {time.perf_counter() - start:.0f}s")
+        for seed, run_dir in grid.run_dirs(grid_dir, cell.name).items():
+            where = cell.name + (f" seed {seed}" if seed is not None else "")
+            config = configs[cell.name].model_copy(update={"output_dir": run_dir.parent, "run_name": run_dir.name,
+                                                           **({"seed": seed} if seed is not None else {})})
+            if not _same_config(run_dir, config):
+                raise ConfigError(f"grid cell {where}: {run_dir} holds a run of a different config; "
+                                  f"move it away or rename the cell")
+            if _finished(run_dir, config):
+                reporter.message(f"{where}: done, skipped")
+                continue
+            resume = (run_dir / "metrics.json").is_file()
+            if run_dir.exists() and not resume:
+                shutil.rmtree(run_dir)  # started but no result saved yet (only initial adapters): start again
+            reporter.message(f"{where} ({cell.scenario or 'grid cell'})", "heading")
+            key = tuple(config.data.bigbench_tasks)
+            if key not in loaded:
+                loaded[key] = questions_loader(config)
+            start = time.perf_counter()
+            LocalFederation(config, reporter=reporter, questions=loaded[key], resume=resume,
+                            zero_shot_cache=grid_dir / "zero_shot_cache.json").run()
+            reporter.message(f"{where}: {time.perf_counter() - start:.0f}s")
     report = write_grid_report(grid_dir, grid)
     reporter.message(f"grid done: {report}", "success")
     return grid_dir

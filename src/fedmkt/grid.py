@@ -15,13 +15,26 @@ class CellSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     scenario: str = ""
     config: dict = Field(default_factory=dict)
+    ablates: str | None = Field(None, description="the cell this one ablates: the report compares every party the "
+                                                  "two trained, seed by seed")
 
 
 class GridSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
+    seeds: list[int] | None = Field(None, min_length=1, description="run every cell once per seed (each its own "
+                                    "split and initialisation, in <cell>/seed-<N>/); null: the config's seed, in <cell>/")
+    equivalence_margin: float | None = Field(None, gt=0, lt=1, description="the margin of the report's equivalence "
+                                             "verdicts (TOST at 5%), fixed before the run; null: no equivalence test")
     base: dict = Field(default_factory=dict)
     cells: list[CellSpec] = Field(min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (len(set(seeds)) != len(seeds) or min(seeds) < 0):
+            raise ValueError(f"seeds must be distinct and >= 0, got {seeds}")
+        return seeds
 
     @field_validator("cells")
     @classmethod
@@ -29,11 +42,21 @@ class GridSpec(_Strict):
         names = [c.name for c in cells]
         if len(set(names)) != len(names):
             raise ValueError(f"cell names must be unique, got {names}")
+        unknown = [f"{c.name} ablates {c.ablates}" for c in cells if c.ablates is not None and c.ablates not in names]
+        if unknown:
+            raise ValueError(f"a cell ablates a cell the grid does not have: {unknown}")
         return cells
+
+    def run_dirs(self, grid_dir: Path, cell: str) -> dict[int | None, Path]:
+        """Each seed's run folder of a cell (None: the one run of a grid without seeds)."""
+        if self.seeds is None:
+            return {None: grid_dir / cell}
+        return {seed: grid_dir / cell / f"seed-{seed}" for seed in self.seeds}
 
 
 def load_grid(path: Path) -> tuple[GridSpec, dict[str, RunConfig]]:
-    """A grid file and each cell's validated config (base merged with the cell's override)."""
+    """A grid file and each cell's validated config (base merged with the cell's override; with `seeds`, the
+    config of the first seed: experiment.py sets each seed's)."""
     try:
         grid = GridSpec.model_validate(read_yaml_mapping(path, "grid") or {})
     except ValidationError as error:
@@ -41,7 +64,8 @@ def load_grid(path: Path) -> tuple[GridSpec, dict[str, RunConfig]]:
     configs = {}
     for index, cell in enumerate(grid.cells):
         try:
-            configs[cell.name] = parse_config(merge(grid.base, cell.config))
+            merged = merge(grid.base, cell.config)
+            configs[cell.name] = parse_config({**merged, "seed": grid.seeds[0]} if grid.seeds else merged)
         except ConfigError as error:
             raise ConfigError(f"grid cell `cells.{index}` ({cell.name}): {error}") from None
     return grid, configs

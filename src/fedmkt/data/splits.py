@@ -21,6 +21,7 @@ from fedmkt.config import RunConfig, SetSpec, SourceSpec
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
 from fedmkt.data.partition import partition
 from fedmkt.data.questions import Question
+from fedmkt.data.vader import DOMAINS as VADER_DOMAINS
 from fedmkt.data.sources import DataError, describe_source, is_preset, load_source
 
 
@@ -85,10 +86,12 @@ class Pool:
 def _preset_for(domain: str, tasks: list[str], where: str) -> SourceSpec:
     if domain in MMLU_DOMAINS:
         return SourceSpec(source="mmlu", domains=[domain])
+    if domain in VADER_DOMAINS:
+        return SourceSpec(source="vader", domains=[domain])
     if domain in tasks:
         return SourceSpec(source="bigbench", domains=[domain])
-    raise DataError(f"unknown domain(s) ['{domain}'] in {where}; known: {sorted(MMLU_DOMAINS)} and data.bigbench_tasks "
-                    f"{tasks}")
+    raise DataError(f"unknown domain(s) ['{domain}'] in {where}; known: {sorted(MMLU_DOMAINS)}, {list(VADER_DOMAINS)} "
+                    f"and data.bigbench_tasks {tasks}")
 
 
 def public_set(config: RunConfig) -> SetSpec:

@@ -15,7 +15,7 @@ import time
 
 from fedmkt.config import RunConfig
 from fedmkt.data.splits import FederatedSplit
-from fedmkt.evaluation import mean_kinds, summarize
+from fedmkt.evaluation import majority_class, mean_kinds, summarize
 from fedmkt.stats import KINDS
 from fedmkt.federation.methods import (RoundContext, RoundFailed, Transport, call_clients, method_for,
                                       record_drop)
@@ -185,7 +185,9 @@ class Coordinator:
             split = SplitSizes(public=len(self.split.public),
                                private={k: len(v) for k, v in self.split.private.items()},
                                evaluation={k: len(v) for k, v in self.split.evaluation.items()})
-            self.metrics = RunMetrics(config=json.loads(config.model_dump_json()), split=split)
+            self.metrics = RunMetrics(config=json.loads(config.model_dump_json()), split=split,
+                                      question_ids={d: [q.uid for q in qs] for d, qs in self.split.evaluation.items()},
+                                      majority=majority_class(self.split.public, self.split.evaluation))
             self.metrics.zero_shot = self.zero_shot()
             self._report("zero-shot", self.metrics.zero_shot)
             self.store.write_metrics(self.metrics)
