@@ -10,7 +10,7 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch is pinned to a CPU-friendly release; machines that ship local wheels (/opt/wheels) use them.
 [ -d /opt/wheels ] && PIP+=(--find-links /opt/wheels)
-if ! .venv/bin/python -c "import fedmkt, torch, transformers, peft, rapidfuzz, numba, flwr, ray, datasets, importlinter, hypothesis, filelock, flwr_datasets, opacus" 2>/dev/null; then
+if ! .venv/bin/python -c "import fedmkt, torch, transformers, peft, rapidfuzz, numba, flwr, ray, datasets, importlinter, hypothesis, filelock, flwr_datasets, opacus, lm_eval" 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e ".[test]"
 fi

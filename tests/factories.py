@@ -114,3 +114,12 @@ class FakeTransport:
         self.calls.append((phase, sorted(payloads)))
         replies = {name: self.script.get(phase, {}).get(name, ClientFailure("not scripted")) for name in payloads}
         return {name: {**r, "phase": phase.value} if isinstance(r, dict) else r for name, r in replies.items()}
+
+
+def questions(*uids: int, domain: str = "stem") -> list:
+    """Multiple-choice questions that only their ids tell apart (fake splits: the coordinator records each
+    evaluation set's ids and the public set's commonest label)."""
+    from fedmkt.data.questions import Question
+
+    return [Question(uid=u, domain=domain, subject=domain, question=f"q{u}?", choices=("a", "b"), answer=u % 2)
+            for u in uids]

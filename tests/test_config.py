@@ -89,3 +89,9 @@ def test_the_grids_merge_keys_still_read(tmp_path):
 
     grid, configs = load_grid(Path("experiments/paper-grid.yaml"))
     assert len(configs) == len(grid.cells) > 1
+    assert grid.seeds == [0, 1, 2] and grid.equivalence_margin == 0.02
+    assert configs["lambda-1"].fedmkt.ce_weight == 1.0 and not configs["llm2slm-one-to-one"].fedmkt.llm_training
+    # The paper's four client families (Hub ids, for a GPU): each its own tokenizer family, validated offline.
+    grid, configs = load_grid(Path("experiments/paper-families-gpu.yaml"))
+    sources = [c.model.source for c in configs["fedmkt-heterogeneous"].clients]
+    assert len(set(sources)) == 4 and configs["standalone"].server.source == "meta-llama/Llama-2-7b-hf"

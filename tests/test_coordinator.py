@@ -15,14 +15,14 @@ from fedmkt.federation.methods import RoundFailed
 from fedmkt.federation.protocol import (ClientFailure, DistillReply, EvaluateReply, Phase, PrivateReply,
                                         ShareReply)
 from fedmkt.federation.store import RunStore
-from tests.factories import FakeServer, FakeTransport, crash_after_a_share_in_round_two, packet
+from tests.factories import FakeServer, FakeTransport, crash_after_a_share_in_round_two, packet, questions
 from tests.tiny import tiny_config
 
 
 def coordinator(tmp_path, transport, **fedmkt):
     config = parse_config(tiny_config(tmp_path, **{"rounds": 1, **fedmkt}))
-    split = FederatedSplit(public=["q1", "q2"], private={"stem": ["a"], "hum": ["b", "c"]},
-                           evaluation={"stem": ["e1", "e2"], "humanities": ["e3"]})
+    split = FederatedSplit(public=questions(11, 12), private={"stem": ["a"], "hum": ["b", "c"]},
+                           evaluation={"stem": questions(1, 2), "humanities": questions(3, domain="humanities")})
     server = FakeServer()
     return Coordinator(config, server, split, transport, RunStore.open(config)), server
 
@@ -216,7 +216,7 @@ def test_progress_lines_give_each_kind_of_result_apart(tmp_path):
     free_text = EvaluateReply(scores={"stem": {"acc": 1.0, "acc_norm": 1.0, "n": 2},
                                       "qasc": {"rougeL": 0.25, "exact_match": 0.0, "n": 1}}).to_wire()
     config = parse_config(tiny_config(tmp_path, rounds=1))
-    split = FederatedSplit(public=[], private={}, evaluation={"stem": ["e1", "e2"], "qasc": ["e3"]})
+    split = FederatedSplit(public=[], private={}, evaluation={"stem": questions(1, 2), "qasc": questions(3, domain="qasc")})
     reporter = Recorder()
     coord = Coordinator(config, FakeServer(), split, FakeTransport({Phase.EVALUATE: {"stem": free_text}}),
                         RunStore.open(config), reporter)

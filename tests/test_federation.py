@@ -176,3 +176,33 @@ def test_a_client_repeating_a_round_logs_its_steps_once_and_leaves_others_steps(
     assert hums() == once != []
     assert sum('"stem"' in line for line in lines) == 1
     federation.store.close()
+
+
+def test_lambda_one_is_standalone_training_plus_the_public_labels(tmp_path, mmlu):
+    """The grid's lambda-1 ablation: with ce_weight 1.0 the soft targets weigh nothing, so a FedMKT client ends
+    exactly where private fine-tuning followed by SFT on the labelled public set (no server at all) ends."""
+    from safetensors.torch import load_file
+
+    from fedmkt.config import parse_config
+    from fedmkt.federation.local import LocalFederation
+    from fedmkt.federation.store import RunStore
+    from tests.tiny import tiny_config
+
+    runs = {}
+    for weight in (1.0, 0.9):  # 0.9, the default: the soft targets count, and the adapters must differ
+        runs[weight] = LocalFederation(parse_config(tiny_config(tmp_path, f"lambda-{weight}", rounds=1,
+                                                                ce_weight=weight)), questions=mmlu)
+        root = runs[weight].run()
+        runs[weight].store.close()
+        assert RunStore(root).read_metrics().rounds[0].selection["server"]  # knowledge was exchanged both times
+    alone = LocalFederation(parse_config(tiny_config(tmp_path, "by-hand", rounds=1, ce_weight=1.0)), questions=mmlu)
+    for name in ("stem", "hum"):
+        party = alone.runtimes[name].party
+        party.train_private()
+        party._train(party.public, party.fedmkt.kd_epochs, "public labels")  # what step (7) trains at lambda 1
+        mine = party.adapter_state()
+        for weight, same in ((1.0, True), (0.9, False)):
+            saved = load_file(str(runs[weight].store.root / "round-1" / name / "adapter_model.safetensors"))
+            assert saved.keys() == mine.keys()
+            assert all(torch.equal(saved[k], mine[k]) for k in saved) == same, (name, weight)
+    alone.store.close()

@@ -12,7 +12,7 @@ from fedmkt.federation.methods import RoundFailed
 from fedmkt.federation.protocol import ClientFailure, DistillReply, EvaluateReply, Phase, ShareReply
 from fedmkt.federation.store import RunStore
 from fedmkt.sampling import sample_size, sampled_clients
-from tests.factories import FakeServer, FakeTransport, packet
+from tests.factories import FakeServer, FakeTransport, packet, questions
 from tests.tiny import tiny_base, tiny_config
 
 NAMES = [f"c{i}" for i in range(10)]
@@ -46,8 +46,8 @@ def test_sampling_settings_that_cannot_hold_are_refused(fedmkt, field):
 
 def _coordinator(tmp_path, script, resume=False, **fedmkt):
     config = parse_config(tiny_config(tmp_path, "s", **fedmkt))
-    split = FederatedSplit(public=["q1", "q2"], private={"stem": ["a"], "hum": ["b"]},
-                           evaluation={"stem": ["e1"]})
+    split = FederatedSplit(public=questions(11, 12), private={"stem": ["a"], "hum": ["b"]},
+                           evaluation={"stem": questions(1)})
     transport = FakeTransport(script)
     return Coordinator(config, FakeServer(), split, transport, RunStore.open(config, resume)), transport
 

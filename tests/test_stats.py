@@ -89,3 +89,17 @@ def test_pairs_follow_question_ids_and_refuse_other_questions():
     assert by_position.paired.low < 0 < by_position.paired.high and by_position.paired.half_width > 0.2
     with pytest.raises(QuestionMismatch, match="d: different questions"):
         compare_scores(ours, base, {"d": [1, 2, 3, 4]}, {"d": [1, 2, 3, 5]})
+
+
+def test_the_share_of_a_reference_gain_is_the_ratio_of_the_paired_gains():
+    from fedmkt.stats import gain_share
+
+    zero = np.zeros(400)
+    reference = np.r_[np.ones(200), np.zeros(200)]  # +0.5 over zero-shot
+    ours = np.r_[np.ones(100), np.zeros(300)]  # +0.25: half of it
+    share, low, high = gain_share([(zero, ours, reference)])
+    assert share == 0.5 and 0.4 < low < 0.5 < high < 0.6
+    # Over seeds that disagree (a quarter and three quarters), the interval widens to cover both.
+    more = np.r_[np.ones(150), np.zeros(250)]
+    share, low, high = gain_share([(zero, ours, reference), (zero, more, reference)])
+    assert share == 0.625 and low < 0.55 and high > 0.7

@@ -18,8 +18,8 @@ from fedmkt.federation.store import RunStore
 from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_numbers
 from fedmkt.method_names import CENTRALIZED, FEDAVG, FEDMKT, LLM2SLM_LABEL, METHODS, STANDALONE, method_label
 from fedmkt.plots import plot_scores, plot_selection
-from fedmkt.records import Evaluation, PartyScores, RunMetrics
-from fedmkt.stats import KINDS, QuestionMismatch, Scored, compare_seeds, kind_scores
+from fedmkt.records import PER_QUESTION, Evaluation, PartyScores, RunMetrics
+from fedmkt.stats import KINDS, QuestionMismatch, Scored, aligned, compare_seeds, gain_share, kind_scores
 from fedmkt.summary import markdown_cell, summary_markdown
 
 
@@ -267,6 +267,7 @@ class _ClaimRows:
     others: list[str]
     margin: float | None = None
     ablations: list[str] = field(default_factory=list)
+    shares: list[str] = field(default_factory=list)
 
     def add(self, rows: list[str], claim: str, cell: str, pairs: list[Scored], base_name: str) -> None:
         """One row per kind of result (accuracy, ROUGE-L) the two share, judged by its paired difference over
@@ -317,10 +318,41 @@ def _llm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows)
     if pooled is not None:
         rows.add(rows.claims, f"{cell.method}: LLM matches centralized", cell.name, _against(cell, "server", pooled),
                  pooled.name)
+        rows.shares += _share_rows(cell, pooled)
     for client in cell.metrics.config["clients"]:
         if client["name"] in cell.final:
             rows.add(rows.others, f"{cell.method}: LLM against its SLM {client['name']}", cell.name,
                      _against(cell, "server", cell, client["name"]), f"{cell.name} {client['name']}")
+
+
+def _share_rows(cell: GridCell, pooled: GridCell) -> list[str]:
+    """The share of the centralized LLM's gain over zero-shot that this cell's LLM recovers, per kind of result,
+    over the seeds both ran (their zero-shot questions are the same: the same clients' data and seed)."""
+    out = []
+    for metric, kind in KINDS.items():
+        triples = []
+        for seed, run in cell.runs.items():
+            other = pooled.runs.get(seed)
+            if other is None or "server" not in run.final or "server" not in other.final:
+                continue
+            zero_d, ours_d, ref_d = run.zero_shot["server"].domains, run.final["server"].domains, other.final["server"].domains
+            domains = [d for d, r in ours_d.items() if metric in r and all(PER_QUESTION in x.get(d, {})
+                                                                             for x in (zero_d, ours_d, ref_d))]
+            if not domains:
+                continue
+            ids, theirs = run.question_ids or {}, other.question_ids or {}
+            zero = np.concatenate([zero_d[d][PER_QUESTION] for d in domains])
+            ours = np.concatenate([ours_d[d][PER_QUESTION] for d in domains])
+            reference = np.concatenate([aligned(ours_d[d][PER_QUESTION], ids.get(d), ref_d[d][PER_QUESTION],
+                                                theirs.get(d), d)[0] for d in domains])  # in our questions' order
+            triples.append((zero, ours, reference))
+        if triples:
+            share, low, high = gain_share(triples)
+            gain = np.mean([o.mean() - z.mean() for z, o, _ in triples])
+            full = np.mean([r.mean() - z.mean() for z, _, r in triples])
+            out.append(f"| {cell.name} | {pooled.name} | {kind} | {gain:+.3f} | {full:+.3f} | "
+                       f"{share:.2f} [{low:.2f}, {high:.2f}] |")
+    return out
 
 
 def _ablation_rows(cell: GridCell, by_name: dict[str, GridCell], rows: _ClaimRows) -> None:
@@ -371,6 +403,12 @@ def claims_markdown(cells: list[GridCell], margin: float | None = None) -> list[
     lines = ["## the paper's claims, checked", "", _verdict_words(margin, seeds) + " Each claim compares matched "
              "cells: the same client (model, private data, settings) trained standalone; the centralized cell "
              "pooling exactly this cell's clients.", "", *_HEAD, *rows.claims, ""]
+    if rows.shares:
+        lines += ["## share of the centralized gain (LLM)", "", "How much of the centralized LLM's gain over its "
+                  "zero-shot the federated LLM recovers, (ours - zero-shot) / (centralized - zero-shot) on the same "
+                  "questions, with the same bootstrap's 95% interval.", "",
+                  "| cell | centralized | result | gain over zero-shot | centralized gain | share [95% interval] |",
+                  "|---|---|---|---|---|---|", *rows.shares, ""]
     if rows.ablations:
         lines += ["## ablations", "", "Each cell against the one it ablates (the grid file's `ablates:`), for every "
                   "party both trained: does the ablated part add anything?", "", *_HEAD, *rows.ablations, ""]
