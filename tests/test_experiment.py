@@ -126,7 +126,7 @@ def test_zero_shot_scores_are_shared_between_cells(tmp_path, mmlu, monkeypatch):
     assert len(evaluated) == 2 * 2 + 2 * (2 * 2)
 
 
-def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_path, mmlu):
+def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_path, mmlu, monkeypatch):
     """Each seed its own run folder and split; the report pairs the cells seed by seed (two-level bootstrap),
     shows the mean and spread over seeds, the majority-class row, the ablation the grid names, and TOST
     verdicts against the grid's margin; question ids travel in every metrics.json."""
@@ -136,7 +136,17 @@ def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"name": "seeded", "seeds": [3, 4], "equivalence_margin": 0.5, "base": BASE,
                                     "cells": cells}))
+    started = []
+    real = Coordinator.run_round
+
+    def record(self, round_no):
+        started.append((self.store.root.parent.name, self.store.root.name))
+        return real(self, round_no)
+
+    monkeypatch.setattr(Coordinator, "run_round", record)
     grid_dir = run_grid(path, tmp_path / "runs", questions_loader=lambda config: mmlu)
+    # Seed by seed: every cell of seed 3 before any of seed 4 (a grid stopped part way has whole seeds).
+    assert started == [(c["name"], f"seed-{s}") for s in (3, 4) for c in cells]
     runs = {(c["name"], s): json.loads((grid_dir / c["name"] / f"seed-{s}" / "metrics.json").read_text())
             for c in cells for s in (3, 4)}
     assert {m["config"]["seed"] for (name, s), m in runs.items() if s == 3} == {3}

@@ -111,7 +111,9 @@ def test_a_run_summary_shows_each_party_against_its_zero_shot_with_the_interval(
     run.metrics.zero_shot = {"server": per_question(zero, [0.5, 0.5]), "stem": per_question(zero, [0.1, 0.3])}
     run.metrics.rounds[0].evaluation = {"server": per_question(zero, [0.5, 0.5]), "stem": per_question(after, [0.1, 0.3])}
     run.metrics.rounds[0].timing = Timing(1.0, 1.0, 1.0)
+    run.metrics.majority = per_question([1.0] * 40 + [0.0] * 60)  # no free-text domain: no ROUGE-L figure
     text = summary_markdown(run.metrics)
+    assert "| majority class (public labels) | 0.400 | - | 0.400 | - |" in text
     assert "| stem | accuracy (n=100) | 0.500 | 1.000 | +0.500 [+0.400, +0.600] | higher |" in text
     assert "| server | accuracy (n=100) | 0.500 | 0.500 | +0.000 [+0.000, +0.000] | within noise |" in text
     assert "| server | ROUGE-L (n=2) |" in text

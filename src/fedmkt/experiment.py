@@ -61,28 +61,30 @@ def run_grid(path: Path, output_dir: Path | None = None, reporter: Reporter = SI
     grid_dir.mkdir(parents=True, exist_ok=True)
     (grid_dir / "grid.yaml").write_text(path.read_text())
     loaded: dict[tuple, list[Question]] = {}
-    for cell in grid.cells:
-        for seed, run_dir in grid.run_dirs(grid_dir, cell.name).items():
-            where = cell.name + (f" seed {seed}" if seed is not None else "")
-            config = configs[cell.name].model_copy(update={"output_dir": run_dir.parent, "run_name": run_dir.name,
-                                                           **({"seed": seed} if seed is not None else {})})
-            if not _same_config(run_dir, config):
-                raise ConfigError(f"grid cell {where}: {run_dir} holds a run of a different config; "
-                                  f"move it away or rename the cell")
-            if _finished(run_dir, config):
-                reporter.message(f"{where}: done, skipped")
-                continue
-            resume = (run_dir / "metrics.json").is_file()
-            if run_dir.exists() and not resume:
-                shutil.rmtree(run_dir)  # started but no result saved yet (only initial adapters): start again
-            reporter.message(f"{where} ({cell.scenario or 'grid cell'})", "heading")
-            key = tuple(config.data.bigbench_tasks)
-            if key not in loaded:
-                loaded[key] = questions_loader(config)
-            start = time.perf_counter()
-            LocalFederation(config, reporter=reporter, questions=loaded[key], resume=resume,
-                            zero_shot_cache=grid_dir / "zero_shot_cache.json").run()
-            reporter.message(f"{where}: {time.perf_counter() - start:.0f}s")
+    # Seed by seed, every cell of a seed before the next seed: a grid stopped part way has whole seeds to compare.
+    order = [(cell, seed, run_dir) for cell in grid.cells for seed, run_dir in grid.run_dirs(grid_dir, cell.name).items()]
+    order.sort(key=lambda item: -1 if item[1] is None else grid.seeds.index(item[1]))  # stable: cells keep their order
+    for cell, seed, run_dir in order:
+        where = cell.name + (f" seed {seed}" if seed is not None else "")
+        config = configs[cell.name].model_copy(update={"output_dir": run_dir.parent, "run_name": run_dir.name,
+                                                       **({"seed": seed} if seed is not None else {})})
+        if not _same_config(run_dir, config):
+            raise ConfigError(f"grid cell {where}: {run_dir} holds a run of a different config; "
+                              f"move it away or rename the cell")
+        if _finished(run_dir, config):
+            reporter.message(f"{where}: done, skipped")
+            continue
+        resume = (run_dir / "metrics.json").is_file()
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # started but no result saved yet (only initial adapters): start again
+        reporter.message(f"{where} ({cell.scenario or 'grid cell'})", "heading")
+        key = tuple(config.data.bigbench_tasks)
+        if key not in loaded:
+            loaded[key] = questions_loader(config)
+        start = time.perf_counter()
+        LocalFederation(config, reporter=reporter, questions=loaded[key], resume=resume,
+                        zero_shot_cache=grid_dir / "zero_shot_cache.json").run()
+        reporter.message(f"{where}: {time.perf_counter() - start:.0f}s")
     report = write_grid_report(grid_dir, grid)
     reporter.message(f"grid done: {report}", "success")
     return grid_dir

@@ -36,6 +36,13 @@ def _row(name: str, evaluation: Evaluation, domains: list[str], kinds: list[str]
     return f"| {name} | " + " | ".join(cells + [f"{evaluation[name].mean[m]:.3f}" for m in kinds]) + " |"
 
 
+def _majority_row(majority, domains: list[str], kinds: list[str]) -> str:
+    """Each domain's commonest label in the public set, answered to every question (no acc_norm: one answer)."""
+    cells = [f"{majority.domains[d]['acc']:.3f}" if d in majority.domains else "-" for d in domains]
+    return ("| majority class (public labels) | " + " | ".join(cells + [f"{majority.mean[m]:.3f}" if m in majority.mean
+                                                                         else "-" for m in kinds]) + " |")
+
+
 def _against_zero_shot(metrics: RunMetrics) -> list[str]:
     """Each party's last scores against its own zero-shot on the same questions, with the paired interval."""
     if not metrics.rounds:
@@ -134,7 +141,10 @@ def summary_markdown(metrics: RunMetrics) -> str:
     stages = [("zero-shot", zero, {})] + [(f"after round {r.round}", r.evaluation, r.dropped) for r in metrics.rounds
                                           if r.evaluation]
     for title, evaluation, dropped in stages:
-        lines += [f"## {title}", "", header, sep] + [_row(p, evaluation, domains, kinds, dropped) for p in parties] + [""]
+        rows = [_row(p, evaluation, domains, kinds, dropped) for p in parties]
+        if title == "zero-shot" and metrics.majority is not None:  # the constant predictor, beside zero-shot
+            rows.append(_majority_row(metrics.majority, domains, kinds))
+        lines += [f"## {title}", "", header, sep, *rows, ""]
     lines += _against_zero_shot(metrics)
     lines += _own_rows(metrics)
     lines += _privacy_rows(metrics)
