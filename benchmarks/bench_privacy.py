@@ -121,7 +121,7 @@ def run(rows: int, epochs: int, settings: list[str], eval_size: int, seed: int =
     initial = party.adapter_state()
     reference, zero_s = timed(losses, party, candidates)
     zero_shot = party.evaluate(accuracy_set)["per_question"]
-    out = [{"benchmark": "privacy", "setting": "zero-shot", "accuracy": round(float(np.mean(zero_shot)), 4),
+    out = [{"benchmark": "privacy", "setting": "zero-shot", "task": TASK, "accuracy": round(float(np.mean(zero_shot)), 4),
             "members": rows, "non_members": rows, "accuracy_questions": len(accuracy_set), "epochs": epochs,
             "score_s": round(zero_s, 1)}]
     print(out[-1], flush=True)

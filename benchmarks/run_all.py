@@ -103,17 +103,18 @@ def clients_table() -> str:
     return "\n".join(lines)
 
 
-def privacy_table() -> str:
+def privacy_table(name: str = "privacy") -> str:
     """Membership inference per setting: held-out accuracy, then AUC and TPR at 1% FPR of each attack on each
-    target, every figure with its 95% interval."""
-    rows = json.loads((RESULTS / "privacy.json").read_text())
+    target, every figure with its 95% interval (results/<name>.json)."""
+    rows = json.loads((RESULTS / f"{name}.json").read_text())
 
     def shown(figure: dict) -> str:
         low, high = figure["interval"]
         return f"{figure['value']:.3f} [{low:.3f}, {high:.3f}]"
 
     zero = next(r for r in rows if r["setting"] == "zero-shot")
-    lines = [f"{zero['members']} members (private rows, {zero['epochs']} epochs), {zero['non_members']} non-members; "
+    lines = [f"{zero.get('task', 'the default task')}: {zero['members']} members (private rows, {zero['epochs']} epochs), "
+             f"{zero['non_members']} non-members; "
              f"held-out accuracy on {zero['accuracy_questions']} other questions (zero-shot {zero['accuracy']:.3f}).",
              "", "| setting | epsilon spent (noise) | held-out accuracy, vs zero-shot | target | AUC: loss | AUC: "
              "calibrated | TPR at 1% FPR: loss | TPR at 1% FPR: calibrated |", "|---|---|---|---|---|---|---|---|"]
