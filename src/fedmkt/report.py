@@ -19,7 +19,8 @@ from fedmkt.files import atomic_write_text, child, refuse_links_leaving, round_n
 from fedmkt.method_names import CENTRALIZED, FEDAVG, FEDMKT, LLM2SLM_LABEL, METHODS, STANDALONE, method_label
 from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import PER_QUESTION, Evaluation, PartyScores, RunMetrics
-from fedmkt.stats import KINDS, QuestionMismatch, Scored, aligned, compare_seeds, gain_share, kind_scores
+from fedmkt.stats import (KINDS, QuestionMismatch, Scored, compare_seeds, gain_share, kind_scores, paired_scores,
+                          shared_domains)
 from fedmkt.summary import markdown_cell, summary_markdown
 
 
@@ -246,17 +247,22 @@ class ReportError(ValueError):
     """The report cannot pair two cells it must compare: the message names them."""
 
 
-def _against(ours: GridCell, party: str, base: GridCell, base_party: str | None = None,
-             zero_shot: bool = False) -> list[Scored]:
+def _against_by_seed(ours: GridCell, party: str, base: GridCell, base_party: str | None = None,
+                     zero_shot: bool = False) -> dict[int, Scored]:
     """`party`'s final scores in `ours` against `base_party`'s (the same party by default) in `base`, final or
-    zero-shot, seed by seed (the seeds both cells ran), with each run's question ids."""
-    pairs = []
+    zero-shot, for each seed both cells ran, with each run's question ids."""
+    pairs = {}
     for seed, run in ours.runs.items():
         other = base.runs.get(seed)
         theirs = None if other is None else (other.zero_shot if zero_shot else other.final).get(base_party or party)
         if party in run.final and theirs is not None:
-            pairs.append((run.final[party].domains, theirs.domains, run.question_ids, other.question_ids))
+            pairs[seed] = (run.final[party].domains, theirs.domains, run.question_ids, other.question_ids)
     return pairs
+
+
+def _against(ours: GridCell, party: str, base: GridCell, base_party: str | None = None,
+             zero_shot: bool = False) -> list[Scored]:
+    return list(_against_by_seed(ours, party, base, base_party, zero_shot).values())
 
 
 @dataclass
@@ -328,30 +334,25 @@ def _llm_claims(cell: GridCell, of: dict[str, list[GridCell]], rows: _ClaimRows)
 def _share_rows(cell: GridCell, pooled: GridCell) -> list[str]:
     """The share of the centralized LLM's gain over zero-shot that this cell's LLM recovers, per kind of result,
     over the seeds both ran (their zero-shot questions are the same: the same clients' data and seed)."""
+    zero = _against_by_seed(cell, "server", cell, zero_shot=True)
+    reference = _against_by_seed(cell, "server", pooled)
+    seeds = [s for s in reference if s in zero]
     out = []
     for metric, kind in KINDS.items():
+        runs = [zero[s] for s in seeds] + [reference[s] for s in seeds]
+        domains = [d for d in (shared_domains(runs, metric) if runs else [])
+                   if all(PER_QUESTION in o[d] and PER_QUESTION in b[d] for o, b, _, _ in runs)]
+        if not domains:
+            continue
         triples = []
-        for seed, run in cell.runs.items():
-            other = pooled.runs.get(seed)
-            if other is None or "server" not in run.final or "server" not in other.final:
-                continue
-            zero_d, ours_d, ref_d = run.zero_shot["server"].domains, run.final["server"].domains, other.final["server"].domains
-            domains = [d for d, r in ours_d.items() if metric in r and all(PER_QUESTION in x.get(d, {})
-                                                                             for x in (zero_d, ours_d, ref_d))]
-            if not domains:
-                continue
-            ids, theirs = run.question_ids or {}, other.question_ids or {}
-            zero = np.concatenate([zero_d[d][PER_QUESTION] for d in domains])
-            ours = np.concatenate([ours_d[d][PER_QUESTION] for d in domains])
-            reference = np.concatenate([aligned(ours_d[d][PER_QUESTION], ids.get(d), ref_d[d][PER_QUESTION],
-                                                theirs.get(d), d)[0] for d in domains])  # in our questions' order
-            triples.append((zero, ours, reference))
-        if triples:
-            share, low, high = gain_share(triples)
-            gain = np.mean([o.mean() - z.mean() for z, o, _ in triples])
-            full = np.mean([r.mean() - z.mean() for z, _, r in triples])
-            out.append(f"| {cell.name} | {pooled.name} | {kind} | {gain:+.3f} | {full:+.3f} | "
-                       f"{share:.2f} [{low:.2f}, {high:.2f}] |")
+        for s in seeds:  # (zero-shot, ours, centralized), all in our questions' order
+            zero_scores, ours = paired_scores(zero[s], domains)
+            triples.append((zero_scores, ours, paired_scores(reference[s], domains)[0]))
+        share, low, high = gain_share(triples)
+        gain = np.mean([o.mean() - z.mean() for z, o, _ in triples])
+        full = np.mean([r.mean() - z.mean() for z, _, r in triples])
+        out.append(f"| {cell.name} | {pooled.name} | {kind} | {gain:+.3f} | {full:+.3f} | "
+                   f"{share:.2f} [{low:.2f}, {high:.2f}] |")
     return out
 
 

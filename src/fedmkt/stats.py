@@ -199,6 +199,20 @@ def compare_scores(ours: dict[str, dict], base: dict[str, dict], ours_ids: dict 
     return compare_seeds([(ours, base, ours_ids, base_ids)], margin)
 
 
+def shared_domains(runs: list[Scored], metric: str) -> list[str]:
+    """The domains every (ours, base) pair of `runs` has a `metric` for, in the first ours' order."""
+    return [d for d in runs[0][0] if all(d in o and d in b and metric in o[d] and metric in b[d] for o, b, _, _ in runs)]
+
+
+def paired_scores(run: Scored, domains: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's (base, ours) per-question scores over `domains`, concatenated, paired by question id (base
+    put in ours' order) where both runs kept ids."""
+    ours, base, ours_ids, base_ids = run
+    parts = [aligned(ours[d][PER_QUESTION], (ours_ids or {}).get(d), base[d][PER_QUESTION], (base_ids or {}).get(d), d)
+             for d in domains]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def compare_seeds(runs: list[Scored], margin: float | None = None) -> list[ScoreComparison]:
     """compare_scores over several seeds (one (ours, base, ids, ids) tuple a seed, each seed its own
     questions): per-question scores are concatenated over the shared domains within a seed and the seeds
@@ -206,16 +220,11 @@ def compare_seeds(runs: list[Scored], margin: float | None = None) -> list[Score
     questions."""
     out = []
     for metric, kind in KINDS.items():
-        domains = [d for d in runs[0][0] if all(d in o and d in b and metric in o[d] and metric in b[d]
-                                                for o, b, _, _ in runs)]
+        domains = shared_domains(runs, metric)
         if not domains:
             continue
         if all(PER_QUESTION in o[d] and PER_QUESTION in b[d] for o, b, _, _ in runs for d in domains):
-            pairs = []
-            for o, b, o_ids, b_ids in runs:
-                parts = [aligned(o[d][PER_QUESTION], (o_ids or {}).get(d), b[d][PER_QUESTION], (b_ids or {}).get(d), d)
-                         for d in domains]
-                pairs.append((np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+            pairs = [paired_scores(run, domains) for run in runs]
             paired = seeded_difference(pairs)
             out.append(ScoreComparison(kind, float(np.mean([p[1].mean() for p in pairs])),
                                        float(np.mean([p[0].mean() for p in pairs])), paired.n, paired, margin=margin))
