@@ -95,3 +95,7 @@ def test_the_grids_merge_keys_still_read(tmp_path):
     grid, configs = load_grid(Path("experiments/paper-families-gpu.yaml"))
     sources = [c.model.source for c in configs["fedmkt-heterogeneous"].clients]
     assert len(set(sources)) == 4 and configs["standalone"].server.source == "meta-llama/Llama-2-7b-hf"
+    # The generation grid: two free-text tasks, long prompts kept whole, the one-to-one pair for claim (b).
+    grid, configs = load_grid(Path("experiments/paper-grid-generation.yaml"))
+    assert grid.seeds == [0, 1, 2] and configs["fedmkt-homogeneous"].train.max_length == 576
+    assert configs["llm2slm-one-to-one"].fedmkt.llm_training is False and grid.cells[1].ablates == "fedmkt-homogeneous"

@@ -184,3 +184,22 @@ def test_the_majority_class_answers_the_public_sets_commonest_label_of_each_doma
     scores_ = majority_class(public, evaluation)
     assert {d: r["per_question"] for d, r in scores_.domains.items()} == {"a": [1.0, 0.0], "b": [1.0, 1.0, 0.0],
                                                                         "c": [1.0]}
+
+
+def test_free_text_domains_get_the_most_typical_public_reference_as_their_constant_answer():
+    from fedmkt.data.questions import Question
+    from fedmkt.evaluation import majority_class, rouge_l
+    from fedmkt.summary import _majority_row
+
+    def q(uid, domain, reference):
+        return Question(uid=uid, domain=domain, subject=domain, question="?", references=(reference,))
+
+    # "the cat sat" shares two words with each other reference: the highest mean ROUGE-L, so the answer.
+    public = [q(1, "t", "the cat sat"), q(2, "t", "the dog sat down"), q(3, "t", "a cat ran"), q(4, "u", "alone")]
+    evaluation = {"t": [q(10, "t", "the cat sat on the mat"), q(11, "t", "birds fly")],
+                  "u": [q(12, "u", "alone")]}  # one public reference: nothing to compare it with, no answer
+    scores_ = majority_class(public, evaluation)
+    assert list(scores_.domains) == ["t"]
+    assert scores_.domains["t"]["per_question"] == [rouge_l("the cat sat", "the cat sat on the mat"), 0.0]
+    assert abs(scores_.domains["t"]["rougeL"] - rouge_l("the cat sat", "the cat sat on the mat") / 2) < 1e-12
+    assert _majority_row(scores_, ["t", "u"], ["rougeL"]).startswith("| majority class (public labels) | 0.333 | - |")

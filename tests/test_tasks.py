@@ -1,4 +1,5 @@
-"""BIG-bench tasks and VADER's rated sentences from sdist-shaped archives, free-text questions and ROUGE-L."""
+"""BIG-bench tasks, VADER's rated sentences and OpenAI Evals' free-text tasks from sdist-shaped archives,
+free-text questions and ROUGE-L."""
 
 import io
 import json
@@ -6,12 +7,12 @@ import tarfile
 
 import pytest
 
-from fedmkt.data import bigbench, vader
+from fedmkt.data import bigbench, openai_evals, vader
 from fedmkt.data.prompts import answer_text, prompt_text
 from fedmkt.config import parse_config
 from fedmkt.data.sdist import SdistUnavailable
 from fedmkt.data.splits import federated_split
-from fedmkt.evaluation import evaluate_questions, rouge_l
+from fedmkt.evaluation import evaluate_questions, rouge_l, rouge_tokens
 
 MC = {"name": "mc", "examples": [
     {"input": "How many legs do horses have?", "target_scores": {"four": 1, "two": 0, "six": 0}},
@@ -168,3 +169,83 @@ def test_real_vader_sentences_from_pypi():
                       "vader/editorials": 5190}
     movie = [q.answer for q in questions if q.domain == "vader/movie_reviews"]
     assert 0.4 < movie.count(0) / len(movie) < 0.55 and movie.count(1) / len(movie) < 0.1  # few neutral snippets
+
+
+def _evals_sdist(path, samples: dict[str, list]):
+    """An evals-shaped sdist: each task's samples.jsonl under evals/registry/data/<task>/."""
+    with tarfile.open(path, "w:gz") as sdist:
+        for task, rows in samples.items():
+            blob = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows).encode()
+            info = tarfile.TarInfo(f"evals-{openai_evals.VERSION}/evals/registry/data/{task}/samples.jsonl")
+            info.size = len(blob)
+            sdist.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def _sample(text: str, ideal) -> dict:
+    return {"input": [{"role": "system", "content": "Write a title for this abstract."},
+                      {"role": "user", "content": text}], "ideal": ideal}
+
+
+LONG = "A fluorinated polythiophene hole transport material for efficient and stable perovskite solar cells"
+
+
+@pytest.fixture
+def evals_sdist(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMKT_CACHE", str(tmp_path / "cache"))
+    rows = [_sample("first abstract", LONG),
+            _sample("short reference", "Solar cells, better ones"),  # 4 tokens: under the paper's 11, dropped
+            "not json",
+            {"input": "no turns", "ideal": LONG},
+            _sample("first abstract", LONG),  # verbatim repeat: one example
+            _sample("listed references", [LONG + " again", "another"]),
+            # 11 tokens as ROUGE-L counts them ("PEDOT:PSS" is two, "3-D" two): kept; 10: dropped
+            _sample("boundary", "PEDOT:PSS layers for 3-D printed cells, made fast, cheap"),
+            _sample("under", "PEDOT:PSS layers for 3-D printed cells made cheap")]
+    summary = [_sample(f"claims {i}", f"Summary: most of the {i} studies agree that the treatment works well")
+               for i in range(3)]
+    archive = _evals_sdist(tmp_path / "evals.tar.gz", {"abstract2title": rows, "consensus_summary": summary})
+    monkeypatch.setenv(openai_evals.VARIABLE, str(archive))
+    openai_evals._all.cache_clear()
+    yield archive
+    openai_evals._all.cache_clear()
+
+
+def test_openai_evals_rows_become_chat_instructions_with_long_references(evals_sdist, tmp_path, monkeypatch):
+    titles = openai_evals.load_openai_evals(["openai_evals/abstract2title"])
+    assert [q.turns[-1][1] for q in titles] == ["first abstract", "listed references", "boundary"]
+    first = titles[0]
+    assert first.free_text and first.chat and first.references == (LONG,)
+    assert first.turns[0] == ("system", "Write a title for this abstract.")
+    assert first.question == "System: Write a title for this abstract.\nUser: first abstract"
+    assert titles[1].references == (LONG + " again", "another")  # the first is the training target
+    uids = [q.uid for q in openai_evals.load_openai_evals()]
+    assert len(uids) == 6 and len(set(uids)) == 6 and all(3 * 10**11 <= u < 1 << 40 for u in uids)
+    assert (tmp_path / "cache" / "openai_evals" / openai_evals.VERSION / "abstract2title" / "samples.jsonl").is_file()
+    monkeypatch.setenv(openai_evals.VARIABLE, str(tmp_path / "gone.tar.gz"))  # cached: the archive is not read
+    openai_evals._all.cache_clear()
+    assert [q.uid for q in openai_evals.load_openai_evals(["openai_evals/abstract2title"])] == [q.uid for q in titles]
+
+
+def test_openai_evals_domains_serve_the_benchmark_shorthand(evals_sdist):
+    config = parse_config({"clients": [{"name": "titles", "domains": ["openai_evals/abstract2title"]},
+                                       {"name": "summaries", "domains": ["openai_evals/consensus_summary"]}],
+                           "data": {"public_domains": ["openai_evals/abstract2title", "openai_evals/consensus_summary"],
+                                    "eval_domains": ["openai_evals/consensus_summary"], "public_size": 2,
+                                    "private_size": 1, "eval_size": 1}})
+    split = federated_split(config)
+    assert {q.domain for q in split.public} == {"openai_evals/abstract2title", "openai_evals/consensus_summary"}
+    assert [q.domain for q in split.private["titles"]] == ["openai_evals/abstract2title"]
+    drawn = [q.uid for q in split.public + split.private["titles"] + split.private["summaries"]
+             + split.evaluation["openai_evals/consensus_summary"]]
+    assert len(drawn) == len(set(drawn)) == 5
+    with pytest.raises(Exception, match="openai_evals/abstract2title"):  # an unknown domain lists the known ones
+        federated_split(parse_config({"clients": [{"name": "a", "domains": ["openai_evals/nope"]}]}))
+
+
+@pytest.mark.slow
+def test_real_openai_evals_tasks_from_pypi():
+    questions = openai_evals.load_openai_evals()
+    counts = {d: sum(q.domain == d for q in questions) for d in openai_evals.DOMAINS}
+    assert counts == {"openai_evals/abstract2title": 242, "openai_evals/consensus_summary": 293}
+    assert all(len(rouge_tokens(q.references[0])) >= 11 and q.turns[0][0] == "system" for q in questions)

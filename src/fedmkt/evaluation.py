@@ -62,20 +62,37 @@ def summarize(domains: dict[str, dict], own: dict | None = None) -> PartyScores:
 
 
 def majority_class(public: list[Question], evaluation: dict[str, list[Question]]) -> PartyScores | None:
-    """The constant predictor every party could build: for each multiple-choice evaluation domain, the label
-    commonest among the labelled public set's questions of that domain (of the whole public set where it has
-    none), answered to every question. None without a multiple-choice domain."""
+    """The constant predictor every party could build from the labelled public set, answered to every question of
+    an evaluation domain: for multiple choice the label commonest among the public questions of that domain (of
+    the whole public set where it has none); for free text the most typical public reference of that domain,
+    the one with the highest mean ROUGE-L against the others (what ROUGE-L credits without reading the prompt).
+    None where no domain has such an answer."""
     def commonest(questions: list[Question]) -> str | None:
         labels = Counter(q.choices[q.answer] for q in questions if q.choices)
         return labels.most_common(1)[0][0] if labels else None  # ties: the first seen, in the set's order
 
+    def most_typical(questions: list[Question]) -> str | None:
+        references = [q.references[0] for q in questions if q.free_text and q.references]
+        if len(references) < 2:
+            return None
+        mean = [np.mean([rouge_l(r, other) for j, other in enumerate(references) if j != i])
+                for i, r in enumerate(references)]
+        return references[int(np.argmax(mean))]  # ties: the first, in the set's order
+
     results = {}
     for domain, questions in evaluation.items():
-        label = commonest([q for q in public if q.domain == domain]) or commonest(public)
-        if label is None or not all(q.choices for q in questions):
-            continue
-        correct = [float(q.choices[q.answer] == label) for q in questions]
-        results[domain] = {"acc": float(np.mean(correct)) if correct else 0.0, "n": len(questions), PER_QUESTION: correct}
+        if questions and all(q.choices for q in questions):
+            label = commonest([q for q in public if q.domain == domain]) or commonest(public)
+            if label is None:
+                continue
+            correct = [float(q.choices[q.answer] == label) for q in questions]
+            results[domain] = {"acc": float(np.mean(correct)), "n": len(questions), PER_QUESTION: correct}
+        elif questions and all(q.free_text for q in questions):
+            answer = most_typical([q for q in public if q.domain == domain])
+            if answer is None:
+                continue
+            scores = [max(rouge_l(answer, r) for r in q.references) for q in questions]
+            results[domain] = {"rougeL": float(np.mean(scores)), "n": len(questions), PER_QUESTION: scores}
     return summarize(results) if results else None
 
 
@@ -143,8 +160,13 @@ def evaluate_multiple_choice(model: torch.nn.Module, tokenizer: PreTrainedTokeni
     return result
 
 
+def rouge_tokens(text: str) -> list[str]:
+    """The words ROUGE-L compares: lower-cased alphanumeric runs (Google rouge-score's tokenisation)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def rouge_l(candidate: str, reference: str) -> float:
-    cand, ref = re.findall(r"[a-z0-9]+", candidate.lower()), re.findall(r"[a-z0-9]+", reference.lower())
+    cand, ref = rouge_tokens(candidate), rouge_tokens(reference)
     if not cand or not ref:
         return 0.0
     common = LCSseq.similarity(cand, ref)

@@ -136,7 +136,8 @@ def _grid_intro(first: RunMetrics, title: str) -> list[str]:
 
 
 def _majority_row(cells: list[GridCell], columns: _Columns, width: int) -> list[str]:
-    """The constant predictor's row (each domain's commonest public label), over the first cell's seeds."""
+    """The constant predictor's row (each domain's commonest public label, or most typical public reference),
+    over the first cell's seeds."""
     majority = [run.majority for run in cells[0].runs.values() if run.majority is not None]
     if not majority:
         return []

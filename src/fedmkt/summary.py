@@ -37,8 +37,9 @@ def _row(name: str, evaluation: Evaluation, domains: list[str], kinds: list[str]
 
 
 def _majority_row(majority, domains: list[str], kinds: list[str]) -> str:
-    """Each domain's commonest label in the public set, answered to every question (no acc_norm: one answer)."""
-    cells = [f"{majority.domains[d]['acc']:.3f}" if d in majority.domains else "-" for d in domains]
+    """Each domain's commonest label (free text: most typical reference) in the public set, answered to every
+    question (no acc_norm: one answer)."""
+    cells = [domain_cell(majority.domains[d]) if d in majority.domains else "-" for d in domains]
     return ("| majority class (public labels) | " + " | ".join(cells + [f"{majority.mean[m]:.3f}" if m in majority.mean
                                                                          else "-" for m in kinds]) + " |")
 

@@ -38,6 +38,13 @@ class Question:
         return bool(self.turns)
 
 
+def flatten_turns(turns: tuple[tuple[str, str], ...]) -> str:
+    """Chat turns as one prompt text, for models without a chat template: a lone turn as it is, else each
+    turn after its role."""
+    flat = turns[0][1] if len(turns) == 1 else "\n".join(f"{role.capitalize()}: {text}" for role, text in turns)
+    return flat.strip()
+
+
 def set_hash(questions: list[Question]) -> str:
     """Content hash of a set of examples, in order: parties compare it to know they hold the same public set."""
     return set_sha256(questions)[:16]

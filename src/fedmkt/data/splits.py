@@ -21,6 +21,7 @@ from fedmkt.config import RunConfig, SetSpec, SourceSpec
 from fedmkt.data.mmlu import DOMAINS as MMLU_DOMAINS
 from fedmkt.data.partition import partition
 from fedmkt.data.questions import Question
+from fedmkt.data.openai_evals import DOMAINS as OPENAI_EVALS_DOMAINS
 from fedmkt.data.vader import DOMAINS as VADER_DOMAINS
 from fedmkt.data.sources import DataError, describe_source, is_preset, load_source
 
@@ -88,9 +89,12 @@ def _preset_for(domain: str, tasks: list[str], where: str) -> SourceSpec:
         return SourceSpec(source="mmlu", domains=[domain])
     if domain in VADER_DOMAINS:
         return SourceSpec(source="vader", domains=[domain])
+    if domain in OPENAI_EVALS_DOMAINS:
+        return SourceSpec(source="openai_evals", domains=[domain])
     if domain in tasks:
         return SourceSpec(source="bigbench", domains=[domain])
-    raise DataError(f"unknown domain(s) ['{domain}'] in {where}; known: {sorted(MMLU_DOMAINS)}, {list(VADER_DOMAINS)} "
+    raise DataError(f"unknown domain(s) ['{domain}'] in {where}; known: {sorted(MMLU_DOMAINS)}, {list(VADER_DOMAINS)}, "
+                    f"{list(OPENAI_EVALS_DOMAINS)} "
                     f"and data.bigbench_tasks {tasks}")
 
 
