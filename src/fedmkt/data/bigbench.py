@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import random
-import tarfile
 import zlib
 from pathlib import Path
 
 from fedmkt.data.questions import LETTERS, Question
-from fedmkt.data.sdist import sdist_archive
-from fedmkt.files import atomic_write_bytes
+from fedmkt.data.sdist import extract_files, sdist_archive
 from fedmkt.models import cache_root
 
 VERSION = "1.0.0"
@@ -40,17 +38,10 @@ def ensure_tasks(tasks: list[str]) -> dict[str, Path]:
     missing = [t for t in tasks if not _cached(t).is_file()]
     if missing:
         with sdist_archive("bigbench", VERSION, "FEDMKT_BIGBENCH_SDIST") as archive:
-            wanted = {_PREFIX + t + "/task.json": t for t in missing}
-            with tarfile.open(archive, "r:gz") as sdist:
-                for member in sdist:
-                    task = wanted.pop(member.name, None)
-                    if task is None:
-                        continue
-                    atomic_write_bytes(_cached(task), sdist.extractfile(member).read())
-                    if not wanted:
-                        break
-        if wanted:
-            raise FileNotFoundError(f"no BIG-bench task {sorted(wanted.values())} in bigbench {VERSION}")
+            absent = extract_files(archive, {_PREFIX + t + "/task.json": _cached(t) for t in missing})
+        if absent:
+            tasks = sorted(name[len(_PREFIX):-len("/task.json")] for name in absent)
+            raise FileNotFoundError(f"no BIG-bench task {tasks} in bigbench {VERSION}")
     return {t: _cached(t) for t in tasks}
 
 

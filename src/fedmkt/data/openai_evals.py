@@ -18,14 +18,12 @@ whatever its tokenizer. Rows repeated verbatim are one example: 242 and 293 rows
 from __future__ import annotations
 
 import json
-import tarfile
 from functools import lru_cache
 from pathlib import Path
 
 from fedmkt.data.questions import Question, flatten_turns
-from fedmkt.data.sdist import sdist_archive
+from fedmkt.data.sdist import extract_files, sdist_archive
 from fedmkt.evaluation import rouge_tokens
-from fedmkt.files import atomic_write_bytes
 from fedmkt.models import cache_root
 
 VERSION = "3.0.1.post1"
@@ -45,16 +43,9 @@ def ensure_files() -> dict[str, Path]:
     """The tasks' samples.jsonl in the cache, extracted from the sdist the first time."""
     if not all(_cached(t).is_file() for t in TASKS):
         with sdist_archive("evals", VERSION, VARIABLE) as archive:
-            wanted = {f"{_PREFIX}{task}/samples.jsonl": task for task in TASKS}
-            with tarfile.open(archive, "r:gz") as sdist:
-                for member in sdist:
-                    task = wanted.pop(member.name, None)
-                    if task is not None:
-                        atomic_write_bytes(_cached(task), sdist.extractfile(member).read())
-                    if not wanted:
-                        break
-        if wanted:
-            raise FileNotFoundError(f"the evals {VERSION} sdist lacks {sorted(wanted)}")
+            absent = extract_files(archive, {f"{_PREFIX}{task}/samples.jsonl": _cached(task) for task in TASKS})
+        if absent:
+            raise FileNotFoundError(f"{archive} lacks {absent}: not the evals {VERSION} sdist")
     return {t: _cached(t) for t in TASKS}
 
 

