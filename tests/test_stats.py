@@ -103,3 +103,5 @@ def test_the_share_of_a_reference_gain_is_the_ratio_of_the_paired_gains():
     more = np.r_[np.ones(150), np.zeros(250)]
     share, low, high = gain_share([(zero, ours, reference), (zero, more, reference)])
     assert share == 0.625 and low < 0.55 and high > 0.7
+    # A reference that gained nothing has no share to recover: NaN, never a division by zero.
+    assert all(np.isnan(v) for v in gain_share([(zero, ours, zero)]))

@@ -352,8 +352,8 @@ def _share_rows(cell: GridCell, pooled: GridCell) -> list[str]:
         share, low, high = gain_share(triples)
         gain = np.mean([o.mean() - z.mean() for z, o, _ in triples])
         full = np.mean([r.mean() - z.mean() for z, _, r in triples])
-        out.append(f"| {cell.name} | {pooled.name} | {kind} | {gain:+.3f} | {full:+.3f} | "
-                   f"{share:.2f} [{low:.2f}, {high:.2f}] |")
+        shown = f"{share:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(share) else "- (no centralized gain)"
+        out.append(f"| {cell.name} | {pooled.name} | {kind} | {gain:+.3f} | {full:+.3f} | {shown} |")
     return out
 
 

@@ -244,10 +244,14 @@ def gain_share(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], resampl
                seed: int = 0) -> tuple[float, float, float]:
     """The share of a reference's gain that a system recovers, (ours - zero) / (reference - zero), from
     per-question scores of the three on the same questions, one triple a seed; with its 95% interval from the
-    same two-level bootstrap (the three resampled together, question by question)."""
+    same two-level bootstrap (the three resampled together, question by question). NaN where the reference
+    did not gain on average."""
     gains = [(np.asarray(o, np.float64) - np.asarray(z, np.float64), np.asarray(r, np.float64) - np.asarray(z, np.float64))
              for z, o, r in triples]
-    point = np.mean([g.mean() for g, _ in gains]) / np.mean([h.mean() for _, h in gains])
+    reference_gain = np.mean([h.mean() for _, h in gains])
+    if reference_gain <= 0:  # the reference gained nothing: there is no share of it to recover
+        return float("nan"), float("nan"), float("nan")
+    point = np.mean([g.mean() for g, _ in gains]) / reference_gain
     rng = np.random.default_rng(seed)
     shares = np.empty(resamples)
     for i in range(resamples):
