@@ -202,4 +202,4 @@ def test_free_text_domains_get_the_most_typical_public_reference_as_their_consta
     assert list(scores_.domains) == ["t"]
     assert scores_.domains["t"]["per_question"] == [rouge_l("the cat sat", "the cat sat on the mat"), 0.0]
     assert abs(scores_.domains["t"]["rougeL"] - rouge_l("the cat sat", "the cat sat on the mat") / 2) < 1e-12
-    assert _majority_row(scores_, ["t", "u"], ["rougeL"]).startswith("| majority class (public labels) | 0.333 | - |")
+    assert _majority_row(scores_, ["t", "u"], ["rougeL"]).startswith("| constant answer (public labels) | 0.333 | - |")

@@ -21,7 +21,7 @@ from fedmkt.plots import plot_scores, plot_selection
 from fedmkt.records import PER_QUESTION, Evaluation, PartyScores, RunMetrics
 from fedmkt.stats import (KINDS, QuestionMismatch, Scored, compare_seeds, gain_share, kind_scores, paired_scores,
                           shared_domains)
-from fedmkt.summary import markdown_cell, summary_markdown
+from fedmkt.summary import constant_answer_name, markdown_cell, summary_markdown
 
 
 # -- experiment grids -------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def _majority_row(cells: list[GridCell], columns: _Columns, width: int) -> list[
     majority = [run.majority for run in cells[0].runs.values() if run.majority is not None]
     if not majority:
         return []
-    return [f"| Majority class | - | {cells[0].name} (public labels) |" + " - |" * (width - 3)
+    return [f"| {constant_answer_name(majority[0])} | - | {cells[0].name} (public labels) |" + " - |" * (width - 3)
             + f" {columns.cells(majority)} |"]
 
 

@@ -36,11 +36,19 @@ def _row(name: str, evaluation: Evaluation, domains: list[str], kinds: list[str]
     return f"| {name} | " + " | ".join(cells + [f"{evaluation[name].mean[m]:.3f}" for m in kinds]) + " |"
 
 
+def constant_answer_name(majority) -> str:
+    """What the constant predictor is called: a majority class where every domain it answers is multiple
+    choice, a constant answer where one is free text (its most typical public reference)."""
+    free_text = any(primary_metric(result) != "acc" for result in majority.domains.values())
+    return "Constant answer" if free_text else "Majority class"
+
+
 def _majority_row(majority, domains: list[str], kinds: list[str]) -> str:
     """Each domain's commonest label (free text: most typical reference) in the public set, answered to every
     question (no acc_norm: one answer)."""
     cells = [domain_cell(majority.domains[d]) if d in majority.domains else "-" for d in domains]
-    return ("| majority class (public labels) | " + " | ".join(cells + [f"{majority.mean[m]:.3f}" if m in majority.mean
+    name = constant_answer_name(majority).lower()
+    return (f"| {name} (public labels) | " + " | ".join(cells + [f"{majority.mean[m]:.3f}" if m in majority.mean
                                                                          else "-" for m in kinds]) + " |")
 
 
