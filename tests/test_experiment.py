@@ -129,10 +129,12 @@ def test_zero_shot_scores_are_shared_between_cells(tmp_path, mmlu, monkeypatch):
 def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_path, mmlu, monkeypatch):
     """Each seed its own run folder and split; the report pairs the cells seed by seed (two-level bootstrap),
     shows the mean and spread over seeds, the majority-class row, the ablation the grid names, and TOST
-    verdicts against the grid's margin; question ids travel in every metrics.json."""
+    verdicts against the grid's margin; question ids travel in every metrics.json. A cell may run on fewer
+    of the grid's seeds; it is then compared on those only."""
     cells = [{"name": "fedmkt", "config": {}},
              {"name": "public-labels", "ablates": "fedmkt", "config": {"fedmkt": {"ce_weight": 1.0}}},
-             {"name": "standalone", "config": {"fedmkt": {"method": "standalone"}}}]
+             {"name": "standalone", "seeds": [3], "config": {"fedmkt": {"method": "standalone"}}}]
+    seeds_of = {"fedmkt": (3, 4), "public-labels": (3, 4), "standalone": (3,)}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"name": "seeded", "seeds": [3, 4], "equivalence_margin": 0.5, "base": BASE,
                                     "cells": cells}))
@@ -146,9 +148,10 @@ def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_
     monkeypatch.setattr(Coordinator, "run_round", record)
     grid_dir = run_grid(path, tmp_path / "runs", questions_loader=lambda config: mmlu)
     # Seed by seed: every cell of seed 3 before any of seed 4 (a grid stopped part way has whole seeds).
-    assert started == [(c["name"], f"seed-{s}") for s in (3, 4) for c in cells]
+    assert started == [(c["name"], f"seed-{s}") for s in (3, 4) for c in cells if s in seeds_of[c["name"]]]
+    assert not (grid_dir / "standalone" / "seed-4").exists()
     runs = {(c["name"], s): json.loads((grid_dir / c["name"] / f"seed-{s}" / "metrics.json").read_text())
-            for c in cells for s in (3, 4)}
+            for c in cells for s in seeds_of[c["name"]]}
     assert {m["config"]["seed"] for (name, s), m in runs.items() if s == 3} == {3}
     ids = {s: runs[("fedmkt", s)]["question_ids"] for s in (3, 4)}
     assert ids[3] != ids[4]  # each seed draws its own evaluation questions
@@ -160,6 +163,8 @@ def test_a_grid_with_seeds_runs_each_cell_once_a_seed_and_reports_over_them(tmp_
     ablation = [line for line in report.splitlines() if line.startswith("| FedMKT (fedmkt) against public-labels: ")]
     assert {line.split(" | ")[0].rsplit(": ", 1)[1] for line in ablation} >= {"LLM", "SLM stem"}
     assert all(", 2 seeds)" in line for line in ablation)
+    against_standalone = [line for line in report.splitlines() if "beats standalone" in line]
+    assert against_standalone and not any("seeds)" in line for line in against_standalone)  # seed 3 only
     verdicts = {line.rsplit(" | ", 1)[1].rstrip(" |") for line in report.splitlines() if ", 2 seeds)" in line}
     assert verdicts <= {"higher", "lower", "equivalent within ±0.5", "inconclusive"} and verdicts
     before = {k: (grid_dir / k[0] / f"seed-{k[1]}" / "metrics.json").stat().st_mtime_ns for k in runs}
@@ -174,4 +179,8 @@ def test_a_grid_names_an_ablation_of_a_cell_it_lacks(tmp_path):
         load_grid(path)
     path.write_text(yaml.safe_dump({"name": "g", "seeds": [1, 1], "base": BASE, "cells": [{"name": "a"}]}))
     with pytest.raises(ConfigError, match="seeds must be distinct"):
+        load_grid(path)
+    path.write_text(yaml.safe_dump({"name": "g", "seeds": [0, 1], "base": BASE,
+                                    "cells": [{"name": "a", "seeds": [0, 2]}]}))
+    with pytest.raises(ConfigError, match=r"cell a: seeds \[0, 2\] must be distinct seeds of the grid's \[0, 1\]"):
         load_grid(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fedmkt.config import NAME_PATTERN, ConfigError, RunConfig, _Strict, describe, parse_config, read_yaml_mapping
 from fedmkt.config_yaml import merge
@@ -17,6 +17,8 @@ class CellSpec(_Strict):
     config: dict = Field(default_factory=dict)
     ablates: str | None = Field(None, description="the cell this one ablates: the report compares every party the "
                                                   "two trained, seed by seed")
+    seeds: list[int] | None = Field(None, min_length=1, description="run this cell on these of the grid's seeds only "
+                                    "(a secondary cell on fewer seeds); null: every seed of the grid")
 
 
 class GridSpec(_Strict):
@@ -47,11 +49,23 @@ class GridSpec(_Strict):
             raise ValueError(f"a cell ablates a cell the grid does not have: {unknown}")
         return cells
 
+    @model_validator(mode="after")
+    def _cell_seeds_in_grid(self) -> "GridSpec":
+        for cell in self.cells:
+            if cell.seeds is None:
+                continue
+            outside = sorted(set(cell.seeds) - set(self.seeds or []))
+            if outside or len(set(cell.seeds)) != len(cell.seeds):
+                raise ValueError(f"cell {cell.name}: seeds {cell.seeds} must be distinct seeds of the grid's "
+                                 f"{self.seeds}")
+        return self
+
     def run_dirs(self, grid_dir: Path, cell: str) -> dict[int | None, Path]:
-        """Each seed's run folder of a cell (None: the one run of a grid without seeds)."""
+        """Each seed's run folder of a cell, in the grid's seed order (None: the one run of a grid without seeds)."""
         if self.seeds is None:
             return {None: grid_dir / cell}
-        return {seed: grid_dir / cell / f"seed-{seed}" for seed in self.seeds}
+        own = next(c.seeds for c in self.cells if c.name == cell)
+        return {seed: grid_dir / cell / f"seed-{seed}" for seed in self.seeds if own is None or seed in own}
 
 
 def load_grid(path: Path) -> tuple[GridSpec, dict[str, RunConfig]]:
