@@ -62,8 +62,9 @@ def run_grid(path: Path, output_dir: Path | None = None, reporter: Reporter = SI
     (grid_dir / "grid.yaml").write_text(path.read_text())
     loaded: dict[tuple, list[Question]] = {}
     # Seed by seed, every cell of a seed before the next seed: a grid stopped part way has whole seeds to compare.
-    order = [(cell, seed, run_dir) for seed in grid.seeds or [None] for cell in grid.cells
-             for cell_seed, run_dir in grid.run_dirs(grid_dir, cell.name).items() if cell_seed == seed]
+    dirs = {cell.name: grid.run_dirs(grid_dir, cell.name) for cell in grid.cells}  # a cell's own seeds only
+    order = [(cell, seed, dirs[cell.name][seed]) for seed in grid.seeds or [None] for cell in grid.cells
+             if seed in dirs[cell.name]]
     for cell, seed, run_dir in order:
         where = cell.name + (f" seed {seed}" if seed is not None else "")
         config = configs[cell.name].model_copy(update={"output_dir": run_dir.parent, "run_name": run_dir.name,
